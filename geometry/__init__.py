@@ -1,0 +1,97 @@
+"""Camera geometry: intrinsics, SE(3) and rotations, projection, warping, splatting, disparity, lidar.
+
+Conventions (see DESIGN.md): OpenCV camera frame; ``T_a_b`` maps points from frame b into
+frame a; integer pixel coordinates are pixel centres; ``grid_sample`` with align_corners=True;
+tensors channels first with arbitrary leading batch dims.  Depends on nothing else of ours.
+"""
+from .disparity import depth_to_disparity, disparity_to_depth, scene_flow_to_optical_flow
+from .intrinsics import (
+    CONVENTIONS,
+    apply_pixel_affine,
+    check_convention,
+    crop_intrinsics,
+    flip_intrinsics,
+    image_size_pyramid,
+    intrinsics_pyramid,
+    invert_intrinsics,
+    make_intrinsics,
+    resize_intrinsics,
+    scale_intrinsics,
+)
+from .lidar import points_to_depth_map
+from .projection import BEHIND_CAMERA_PIXEL, BORDER_TOLERANCE, backproject, inside_image, pixel_grid, pixels_to_grid, project
+from .se3 import (
+    EULER_ORDERS,
+    axis_angle_to_matrix,
+    axis_angle_to_quaternion,
+    compose,
+    euler_to_matrix,
+    invert_transform,
+    make_transform,
+    matrix_to_axis_angle,
+    matrix_to_euler,
+    matrix_to_quaternion,
+    pose_from_axis_angle_translation,
+    quaternion_to_axis_angle,
+    quaternion_to_matrix,
+    quaternion_translation_to_transform,
+    relative_transform,
+    rotation_part,
+    skew_symmetric,
+    transform_point_map,
+    transform_points,
+    transform_points_nx3,
+    translation_part,
+)
+from .splatting import forward_splat, softmax_splat
+from .warping import backward_warp, sample_at_pixels
+
+__all__ = [
+    "BEHIND_CAMERA_PIXEL",
+    "BORDER_TOLERANCE",
+    "CONVENTIONS",
+    "EULER_ORDERS",
+    "apply_pixel_affine",
+    "axis_angle_to_matrix",
+    "axis_angle_to_quaternion",
+    "backproject",
+    "backward_warp",
+    "check_convention",
+    "compose",
+    "crop_intrinsics",
+    "depth_to_disparity",
+    "disparity_to_depth",
+    "euler_to_matrix",
+    "flip_intrinsics",
+    "forward_splat",
+    "image_size_pyramid",
+    "inside_image",
+    "intrinsics_pyramid",
+    "invert_intrinsics",
+    "invert_transform",
+    "make_intrinsics",
+    "make_transform",
+    "matrix_to_axis_angle",
+    "matrix_to_euler",
+    "matrix_to_quaternion",
+    "pixel_grid",
+    "pixels_to_grid",
+    "points_to_depth_map",
+    "pose_from_axis_angle_translation",
+    "project",
+    "quaternion_to_axis_angle",
+    "quaternion_to_matrix",
+    "quaternion_translation_to_transform",
+    "relative_transform",
+    "resize_intrinsics",
+    "rotation_part",
+    "sample_at_pixels",
+    "scale_intrinsics",
+    "scene_flow_to_optical_flow",
+    "skew_symmetric",
+    "softmax_splat",
+    "transform_point_map",
+    "transform_points",
+    "transform_points_nx3",
+    "translation_part",
+]
