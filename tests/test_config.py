@@ -208,6 +208,8 @@ def test_missing_paths_are_errors_only_when_a_run_starts(tmp_path):
     assert "mask_path" not in message                    # that one exists
     message = error_of(path, mode="eval", weight_path=str(tmp_path / "no_ckpt"), check_paths=True)
     assert "--weight_path: checkpoint folder not found" in message
+    # the synthetic world is rendered into data_path on first use, so it need not exist yet
+    load_config(path, ["data.synthetic=true"], check_paths=True)
 
 
 # ---------------------------------------------------------------------------------------------

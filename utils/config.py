@@ -475,6 +475,8 @@ def _check_paths(cfg: Config) -> List[str]:
         obj = getattr(cfg, section)
         for f in dataclasses.fields(obj):
             kind, value = f.metadata.get("path"), getattr(obj, f.name)
+            if f.name == "data_path" and cfg.data.synthetic:
+                continue                                 # rendered on first use
             if kind and value and not _path_exists(value, kind):
                 problems.append(f"{section}.{f.name}: {kind if kind != 'any' else 'path'} not found: "
                                 f"'{value}' (relative paths are taken from '{os.getcwd()}')")

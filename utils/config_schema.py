@@ -108,6 +108,13 @@ class DataConfig:
     rel_cam_list: Optional[List[List[int]]] = key(
         None, help="neighbouring cameras of each camera (default: the reference table for six cameras, "
                    "the other camera for a pair; otherwise derived from calibration by the model)")
+    synthetic: bool = key(False, help="render the synthetic world into data_path on first use "
+                                      "(the embedded default: nothing to download)")
+    synthetic_scenes: int = key(2, minimum=1, help="synthetic world: scenes (drives) to render")
+    synthetic_frames: int = key(20, minimum=3, help="synthetic world: frames per scene")
+    synthetic_hw: Optional[List[int]] = key(None, length=2, minimum=1,
+                                            help="synthetic world: rendered [height, width]; default: the preset's native size")
+    synthetic_seed: int = key(0, minimum=0)
     log_path: str = key("", derived=True, help="<log_dir>/<config name>")
     save_weights_root: str = key("", derived=True, help="<log_path>/models")
     load_weights_dir: str = key("", derived=True, help="--weight_path, or <log_path>/models/<load.weights>")
