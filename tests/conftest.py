@@ -1,0 +1,18 @@
+"""Shared test fixtures."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+# The real data samples of ../shared/data (see its README); SFDEPTH_SHARED_DATA points elsewhere.
+SHARED_DATA = Path(os.environ.get("SFDEPTH_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Root of the real data samples; tests that need them are skipped, with the reason, where the
+    samples are not present (they are not part of the project: see DESIGN.md)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data samples not found at {SHARED_DATA} (set SFDEPTH_SHARED_DATA)")
+    return SHARED_DATA
