@@ -193,7 +193,7 @@ class EvalConfig:
     syn_visualize: bool = key(False)
     syn_idx: Optional[int] = key(None, minimum=0, help="batch index for the novel-view synthesis sweep")
     scale_modes: List[str] = key(["metric", "median"], choices=SCALE_MODES)
-    crop: Optional[str] = key(None, choices=("garg",), help="evaluation crop")
+    crop: Optional[str] = key(None, choices=("garg", "eigen"), help="evaluation crop (KITTI)")
     flip_post_process: bool = key(True, help="scene flow: average with the flipped pass")
     save_out: bool = key(False, help="scene flow: write KITTI submission PNGs")
     save_vis: bool = key(False)
