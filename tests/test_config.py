@@ -208,8 +208,13 @@ def test_missing_paths_are_errors_only_when_a_run_starts(tmp_path):
     assert "mask_path" not in message                    # that one exists
     message = error_of(path, mode="eval", weight_path=str(tmp_path / "no_ckpt"), check_paths=True)
     assert "--weight_path: checkpoint folder not found" in message
-    # the synthetic world is rendered into data_path on first use, so it need not exist yet
-    load_config(path, ["data.synthetic=true"], check_paths=True)
+    # the synthetic world is rendered into data_path on first use: paths inside it need not exist yet
+    synthetic = [f"data.data_path={tmp_path / 'syn' / 'ddad.json'}", f"data.mask_path={tmp_path / 'syn' / 'masks'}",
+                 "data.synthetic=true"]
+    cfg = load_config(path, synthetic, check_paths=True)
+    assert cfg.data.synthetic_root == str(tmp_path / "syn")
+    message = error_of(path, synthetic + [f"data.train_split={tmp_path / 'elsewhere.txt'}"], check_paths=True)
+    assert "data.train_split: file not found" in message and "mask_path" not in message
 
 
 # ---------------------------------------------------------------------------------------------

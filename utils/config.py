@@ -390,6 +390,7 @@ def _resolve(cfg: Config, explicit, weight_path: Optional[str]) -> List[str]:
     data.save_weights_root = os.path.join(data.log_path, "models")
     data.load_weights_dir = weight_path or os.path.join(data.save_weights_root, cfg.load.weights)
     data.num_cams = len(data.cameras)
+    data.synthetic_root = os.path.dirname(data.data_path) if data.data_path.endswith(".json") else data.data_path
     problems += _resolve_frame_ids(data, explicit)
     problems += _resolve_requirements(data)
     problems += _resolve_neighbours(data)
@@ -475,7 +476,7 @@ def _check_paths(cfg: Config) -> List[str]:
         obj = getattr(cfg, section)
         for f in dataclasses.fields(obj):
             kind, value = f.metadata.get("path"), getattr(obj, f.name)
-            if f.name == "data_path" and cfg.data.synthetic:
+            if kind and value and cfg.data.synthetic and _inside(value, cfg.data.synthetic_root):
                 continue                                 # rendered on first use
             if kind and value and not _path_exists(value, kind):
                 problems.append(f"{section}.{f.name}: {kind if kind != 'any' else 'path'} not found: "
@@ -487,6 +488,11 @@ def _check_paths(cfg: Config) -> List[str]:
         source = "--weight_path" if cfg.mode == "eval" else "data.load_weights_dir (load.weights)"
         problems.append(f"{source}: checkpoint folder not found: '{cfg.data.load_weights_dir}'")
     return problems
+
+
+def _inside(path: str, folder: str) -> bool:
+    path, folder = os.path.abspath(path), os.path.abspath(folder)
+    return path == folder or path.startswith(folder + os.sep)
 
 
 def _path_exists(path: str, kind: str) -> bool:

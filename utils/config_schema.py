@@ -115,6 +115,8 @@ class DataConfig:
     synthetic_hw: Optional[List[int]] = key(None, length=2, minimum=1,
                                             help="synthetic world: rendered [height, width]; default: the preset's native size")
     synthetic_seed: int = key(0, minimum=0)
+    synthetic_root: str = key("", derived=True, help="folder the synthetic world is written to: data_path, "
+                                                       "or its folder when data_path names a dataset json")
     log_path: str = key("", derived=True, help="<log_dir>/<config name>")
     save_weights_root: str = key("", derived=True, help="<log_path>/models")
     load_weights_dir: str = key("", derived=True, help="--weight_path, or <log_path>/models/<load.weights>")

@@ -1,0 +1,140 @@
+"""Build the dataset a config asks for: one function, chosen by `data.dataset`.
+
+`build_dataset(cfg, split)` returns a torch Dataset that yields samples of the data contract
+(dataset/contract.py). With `data.synthetic: true` the synthetic world is rendered into
+`data.data_path` on first use (dataset/synthetic), so the demo configs need nothing downloaded.
+"""
+
+import os
+from typing import Callable, Dict
+
+from torch.utils.data import ConcatDataset, Dataset
+
+SPLITS = ("train", "val", "eval")
+# data.dataset -> synthetic world format written for it
+SYNTHETIC_FORMATS = {"ddad": "ddad", "nuscenes": "nuscenes", "kitti_raw": "kitti_raw",
+                     "kitti_2015": "kitti_2015", "davis": "davis"}
+
+
+def build_dataset(cfg, split: str) -> Dataset:
+    """The dataset of `cfg` for `split` ("train", "val" or "eval"). Training samples carry the
+    training requirements and augmentation; "val" and "eval" carry the validation requirements
+    (ground truth) and no augmentation."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if cfg.data.synthetic:
+        ensure_synthetic_data(cfg)
+    builder = _BUILDERS.get(cfg.data.dataset)
+    if builder is None:
+        raise ValueError(f"data.dataset: no adapter for {cfg.data.dataset!r}; known: {sorted(_BUILDERS)}")
+    return builder(cfg, split)
+
+
+def ensure_synthetic_data(cfg) -> str:
+    """Render the synthetic world for `cfg` unless it is already there with the same parameters."""
+    from dataset.synthetic.writers import ensure_synthetic_dataset  # the renderer is heavy: import on use
+
+    fmt = SYNTHETIC_FORMATS.get(cfg.data.dataset)
+    if fmt is None:
+        raise ValueError(f"data.synthetic: the synthetic world has no {cfg.data.dataset!r} format; "
+                         f"it writes {sorted(SYNTHETIC_FORMATS)}")
+    height, width = cfg.data.synthetic_hw or (None, None)
+    return ensure_synthetic_dataset(fmt, cfg.data.synthetic_root, scenes=cfg.data.synthetic_scenes,
+                                    frames=cfg.data.synthetic_frames, height=height, width=width,
+                                    seed=cfg.data.synthetic_seed, progress=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# One builder per dataset: translate config keys into the adapter's arguments.
+
+
+def _requirements(cfg, split):
+    return cfg.data.train_requirement_set if split == "train" else cfg.data.val_requirement_set
+
+
+def _image_hw(cfg):
+    return (cfg.training.height, cfg.training.width)
+
+
+def _jitter(cfg, split):
+    return tuple(cfg.training.color_jitter) if split == "train" else None
+
+
+def _split_file(cfg, split):
+    return {"train": cfg.data.train_split, "val": cfg.data.val_split, "eval": cfg.data.test_split}[split]
+
+
+def _dgp_split(split):
+    return "train" if split == "train" else "val"
+
+
+def _build_ddad(cfg, split):
+    from dataset.ddad import DDADDataset
+    return DDADDataset(cfg.data.data_path, _dgp_split(split), cameras=cfg.data.cameras, frame_ids=cfg.data.frame_ids,
+                       image_hw=_image_hw(cfg), requirements=_requirements(cfg, split), mask_path=cfg.data.mask_path,
+                       convention=cfg.data.intrinsics_convention, color_jitter=_jitter(cfg, split),
+                       seed=cfg.training.seed)
+
+
+def _build_nuscenes(cfg, split):
+    from dataset.nuscenes import NuScenesDataset
+    return NuScenesDataset(cfg.data.data_path, version=cfg.data.nusc_version, split=_dgp_split(split),
+                           split_file=_split_file(cfg, split), cameras=cfg.data.cameras,
+                           frame_ids=cfg.data.frame_ids, image_hw=_image_hw(cfg),
+                           requirements=_requirements(cfg, split), mask_path=cfg.data.mask_path,
+                           convention=cfg.data.intrinsics_convention, color_jitter=_jitter(cfg, split),
+                           seed=cfg.training.seed)
+
+
+def _build_kitti_raw(cfg, split, root=None):
+    from dataset.kitti_raw import KittiRawDataset
+    train = split == "train"
+    return KittiRawDataset(root or cfg.data.data_path, split=_split_file(cfg, split), frame_ids=cfg.data.frame_ids,
+                           image_hw=_image_hw(cfg), requirements=_requirements(cfg, split),
+                           convention=cfg.data.intrinsics_convention, augment=train,
+                           crop_scale=tuple(cfg.training.crop_scale_range), color_jitter_prob=cfg.training.photometric_prob,
+                           color_jitter_strengths=tuple(cfg.training.color_jitter), seed=cfg.training.seed,
+                           cameras=tuple(cfg.data.cameras))
+
+
+def _build_kitti_2015(cfg, split, root=None):
+    from dataset.kitti_2015 import Kitti2015Dataset
+    train = split == "train"
+    kitti_split = {"train": "train", "val": "val", "eval": "full"}[split]
+    return Kitti2015Dataset(root or cfg.data.data_path, split=kitti_split, frame_ids=cfg.data.frame_ids,
+                            image_hw=_image_hw(cfg), requirements=_requirements(cfg, split),
+                            convention=cfg.data.intrinsics_convention, augment=train,
+                            color_jitter_prob=cfg.training.photometric_prob,
+                            color_jitter_strengths=tuple(cfg.training.color_jitter), seed=cfg.training.seed)
+
+
+def _build_kitti_finetune(cfg, split):
+    """Semi-supervised fine-tuning: KITTI 2015 (with ground truth) and KITTI raw side by side, as
+    `<data_path>/KITTI_flow` and `<data_path>/KITTI_raw`; batches alternate between the two
+    (dataset.splits.AlternatingBatchSampler over `parts`). Validation is on KITTI 2015 alone."""
+    flow = _build_kitti_2015(cfg, split, os.path.join(cfg.data.data_path, "KITTI_flow"))
+    if split != "train":
+        return flow
+    raw = _build_kitti_raw(cfg, split, os.path.join(cfg.data.data_path, "KITTI_raw"))
+    combined = ConcatDataset([flow, raw])
+    combined.parts = (len(flow), len(raw))
+    return combined
+
+
+def _build_image_folder(cfg, split):
+    from dataset.image_folder import ImageFolderDataset
+    return ImageFolderDataset(cfg.data.data_path, frame_ids=cfg.data.frame_ids, image_hw=_image_hw(cfg),
+                              split=_split_file(cfg, split), intrinsics=cfg.data.intrinsics_path,
+                              assumed_focal_px=cfg.data.assumed_focal_px,
+                              convention=cfg.data.intrinsics_convention)
+
+
+_BUILDERS: Dict[str, Callable] = {
+    "ddad": _build_ddad,
+    "nuscenes": _build_nuscenes,
+    "kitti_raw": _build_kitti_raw,
+    "kitti_2015": _build_kitti_2015,
+    "kitti_finetune": _build_kitti_finetune,
+    "davis": _build_image_folder,
+    "custom": _build_image_folder,
+}
