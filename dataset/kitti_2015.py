@@ -307,7 +307,6 @@ class Kitti2015Dataset(Dataset):
             out_hw = self.image_hw or (ch, cw)
             images, K = crop_views(images, K0, top, left, (ch, cw))
             images, K = resize_views(images, K, out_hw, self.convention)
-            images = images.clamp(0.0, 1.0)
             K_gt = K_gt.clone()
             K_gt[0, 2] -= left
             K_gt[1, 2] -= top

@@ -587,7 +587,6 @@ class KittiRawDataset(Dataset):
             jitter = sample_color_jitter(generator, self.color_jitter_strengths, num=1)
         images, K = crop_views(images, K, top, left, (ch, cw))
         images, K = resize_views(images, K, out_hw, self.convention)
-        images = images.clamp(0.0, 1.0)  # the antialiased float resize can overshoot 1 by rounding
         if depth is not None:
             depth = resize_sparse_depth(depth[..., top:top + ch, left:left + cw], out_hw)
         return images, K, depth, flipped, jitter

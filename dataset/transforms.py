@@ -67,6 +67,9 @@ def _interpolate(x: torch.Tensor, out_hw: Sequence[int]) -> torch.Tensor:
         out = flat.new_zeros(0, x.shape[-3], oh, ow)
     else:
         out = F.interpolate(flat, size=(oh, ow), mode="bilinear", align_corners=False, antialias=shrink)
+        # Both filters are convex combinations: only float rounding can leave the input's range
+        # (e.g. 1.0000001 for an image in [0, 1]), so clamp it back.
+        out = out.clamp_(flat.min(), flat.max())
     return out.reshape(*lead, x.shape[-3], oh, ow)
 
 

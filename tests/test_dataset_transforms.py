@@ -303,3 +303,13 @@ def test_flip_sample_swaps_stereo_consistently():
     with pytest.raises(ValueError, match="kitti2015_flow"):
         swap_stereo(dict(sample, kitti2015_flow=torch.zeros(2, 4, 4)))
     assert "kitti2015_flow" not in swap_stereo(dict(sample, kitti2015_flow=torch.zeros(2, 4, 4)), "drop")
+
+
+@pytest.mark.parametrize("out_hw", [(7, 9), (40, 50)])
+def test_resize_views_stays_in_the_input_range(out_hw):
+    # Saturated content: the antialiased filter's float rounding must not leave [0, 1].
+    images = torch.ones(2, 3, 21, 33)
+    images[:, :, ::2] = 0.0
+    resized, _ = resize_views(images, torch.eye(3), out_hw)
+    assert resized.min() >= 0.0 and resized.max() <= 1.0
+    assert torch.equal(resize_views(torch.ones(1, 3, 21, 33), torch.eye(3), out_hw)[0], torch.ones(1, 3, *out_hw))
