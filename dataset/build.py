@@ -125,7 +125,7 @@ def _build_image_folder(cfg, split):
     from dataset.image_folder import ImageFolderDataset
     return ImageFolderDataset(cfg.data.data_path, frame_ids=cfg.data.frame_ids, image_hw=_image_hw(cfg),
                               split=_split_file(cfg, split), intrinsics=cfg.data.intrinsics_path,
-                              assumed_focal_px=cfg.data.assumed_focal_px,
+                              assumed_focal_px=cfg.data.assumed_focal_px, assumed_hfov_deg=cfg.data.assumed_hfov_deg,
                               convention=cfg.data.intrinsics_convention)
 
 

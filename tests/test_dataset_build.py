@@ -73,6 +73,10 @@ def test_kitti_2015_davis_and_finetune_build(tmp_path):
     sample = build_dataset(cfg, "eval")[0]
     check_sample(sample, num_frames=3, num_cams=1)
     assert torch.allclose(sample["K"][0, 0, 0], torch.tensor(700.0 * 160 / 854), rtol=1e-4)
+    # an assumed field of view instead: fx = (W / 2) / tan(hfov / 2) at the output width
+    cfg = load_config(path, kitti_config + ["data.dataset=custom", f"data.data_path={davis_root}",
+                                            "data.cameras=[cam]", "data.assumed_hfov_deg=90"])
+    assert torch.allclose(build_dataset(cfg, "eval")[0]["K"][0, 0, 0], torch.tensor(80.0), rtol=1e-3)
 
 
 def test_unknown_synthetic_format_is_refused(tmp_path):

@@ -100,7 +100,11 @@ class DataConfig:
     test_split: Optional[str] = key(None, path="file", help="split file for evaluation samples")
     nusc_version: str = key("v1.0-trainval", help="nuScenes table version")
     intrinsics_path: Optional[str] = key(None, path="file", help="custom data: 3x3 intrinsics (pixels or normalised)")
-    assumed_focal_px: float = key(700.0, minimum=0.0, help="custom data / DAVIS: focal length when no intrinsics are given")
+    assumed_focal_px: float = key(700.0, minimum=0.0, help="custom data / DAVIS: focal length in pixels at the "
+                                                          "original resolution when no intrinsics are given")
+    assumed_hfov_deg: Optional[float] = key(None, minimum=0.0, maximum=180.0,
+                                            help="custom data: assumed horizontal field of view in degrees "
+                                                 "(instead of assumed_focal_px)")
     intrinsics_convention: str = key(
         "half_pixel", choices=INTRINSICS_CONVENTIONS,
         help="how intrinsics follow a resize or flip: half_pixel is exact for pixel-centre images; "
