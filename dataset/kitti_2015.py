@@ -56,7 +56,7 @@ from utils.kitti_io import read_disparity_png, read_flow_png, read_object_map_pn
 
 from .image_io import image_size, read_image
 from .kitti_calib import StereoCalibration, fallback_calibration, read_stereo_calibration
-from .transforms import apply_color_jitter, crop_views, resize_views, sample_color_jitter
+from .transforms import apply_color_jitter, crop_views, draw_color_jitter, draw_crop_box, resize_views
 
 PathLike = Union[str, os.PathLike]
 
@@ -343,18 +343,6 @@ class Kitti2015Dataset(Dataset):
 
     def _draw(self, hw: Tuple[int, int], rng: np.random.Generator):
         """Crop box and colour jitter, drawn in a fixed order."""
-        H, W = hw
-        top = left = 0
-        if self.crop_hw is not None:
-            ch, cw = min(self.crop_hw[0], H), min(self.crop_hw[1], W)
-            top, left = int(rng.integers(0, H - ch + 1)), int(rng.integers(0, W - cw + 1))
-            H, W = ch, cw
-        scale = rng.uniform(*self.crop_scale)
-        ch, cw = max(1, int(np.floor(H * scale))), max(1, int(np.floor(W * scale)))
-        top += int(rng.integers(0, H - ch + 1))
-        left += int(rng.integers(0, W - cw + 1))
-        jitter = None
-        if rng.random() < self.color_jitter_prob:
-            generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-            jitter = sample_color_jitter(generator, self.color_jitter_strengths, num=1)
+        top, left, (ch, cw) = draw_crop_box(hw, self.crop_hw, self.crop_scale, rng)
+        jitter = draw_color_jitter(rng, self.color_jitter_prob, self.color_jitter_strengths)
         return top, left, (ch, cw), jitter

@@ -84,8 +84,8 @@ from geometry import points_to_depth_map, resize_intrinsics
 from .image_io import read_image
 from .kitti_calib import StereoCalibration, read_calib_file, read_stereo_calibration
 from .splits import detect_split_format, read_frame_split, read_scene_list
-from .transforms import (apply_color_jitter, crop_views, flip_sample, resize_sparse_depth, resize_views,
-                         sample_color_jitter)
+from .transforms import (apply_color_jitter, crop_views, draw_color_jitter, draw_crop_box, flip_sample,
+                         resize_sparse_depth, resize_views)
 
 PathLike = Union[str, os.PathLike]
 
@@ -570,21 +570,9 @@ class KittiRawDataset(Dataset):
                  out_hw: Tuple[int, int], rng: np.random.Generator):
         """Crop(s) + resize of uint8 images [T, N, 3, H, W]; the draws, in a fixed order: fixed
         crop offset, scale, scale-crop offset, flip, jitter, jitter parameters."""
-        H, W = images.shape[-2:]
-        top, left = 0, 0
-        if self.crop_hw is not None:
-            ch, cw = min(self.crop_hw[0], H), min(self.crop_hw[1], W)
-            top, left = int(rng.integers(0, H - ch + 1)), int(rng.integers(0, W - cw + 1))
-            H, W = ch, cw
-        scale = rng.uniform(*self.crop_scale)
-        ch, cw = max(1, int(np.floor(H * scale))), max(1, int(np.floor(W * scale)))
-        top += int(rng.integers(0, H - ch + 1))
-        left += int(rng.integers(0, W - cw + 1))
+        top, left, (ch, cw) = draw_crop_box(tuple(images.shape[-2:]), self.crop_hw, self.crop_scale, rng)
         flipped = bool(rng.random() < self.flip_prob)
-        jitter = None
-        if rng.random() < self.color_jitter_prob:
-            generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-            jitter = sample_color_jitter(generator, self.color_jitter_strengths, num=1)
+        jitter = draw_color_jitter(rng, self.color_jitter_prob, self.color_jitter_strengths)
         images, K = crop_views(images, K, top, left, (ch, cw))
         images, K = resize_views(images, K, out_hw, self.convention)
         if depth is not None:

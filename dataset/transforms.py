@@ -411,3 +411,31 @@ def resize_sparse_depth(depth: torch.Tensor, out_hw: Sequence[int]) -> torch.Ten
     out = out.scatter_reduce(0, target, values, reduce="amin", include_self=True)
     out = torch.where(torch.isinf(out), torch.zeros_like(out), out)
     return out.reshape(*lead, 1, oh, ow)
+
+
+def draw_crop_box(hw: Sequence[int], crop_hw: Optional[Sequence[int]], crop_scale: Sequence[float],
+                  rng: np.random.Generator) -> Tuple[int, int, Tuple[int, int]]:
+    """Random crop box of an image of size hw, drawn from `rng` in a fixed order (fixed-size crop
+    offset, scale, scale-crop offset) so that augmentation is reproducible: first an optional
+    crop to crop_hw at a random place, then a crop of a uniform fraction in crop_scale of that
+    (the multi-mono-sf scale-crop). Returns (top, left, (height, width))."""
+    H, W = int(hw[0]), int(hw[1])
+    top = left = 0
+    if crop_hw is not None:
+        ch, cw = min(int(crop_hw[0]), H), min(int(crop_hw[1]), W)
+        top, left = int(rng.integers(0, H - ch + 1)), int(rng.integers(0, W - cw + 1))
+        H, W = ch, cw
+    scale = rng.uniform(*crop_scale)
+    ch, cw = max(1, int(np.floor(H * scale))), max(1, int(np.floor(W * scale)))
+    top += int(rng.integers(0, H - ch + 1))
+    left += int(rng.integers(0, W - cw + 1))
+    return top, left, (ch, cw)
+
+
+def draw_color_jitter(rng: np.random.Generator, probability: float, strengths: Sequence[float]):
+    """With the given probability, one colour-jitter draw (sample_color_jitter, num=1) seeded from
+    `rng`; otherwise None."""
+    if rng.random() >= probability:
+        return None
+    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    return sample_color_jitter(generator, strengths, num=1)

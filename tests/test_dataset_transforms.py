@@ -313,3 +313,15 @@ def test_resize_views_stays_in_the_input_range(out_hw):
     resized, _ = resize_views(images, torch.eye(3), out_hw)
     assert resized.min() >= 0.0 and resized.max() <= 1.0
     assert torch.equal(resize_views(torch.ones(1, 3, 21, 33), torch.eye(3), out_hw)[0], torch.ones(1, 3, *out_hw))
+
+
+def test_draw_crop_box_stays_inside_and_is_reproducible():
+    from dataset.transforms import draw_crop_box
+
+    boxes = [draw_crop_box((100, 300), (80, 200), (0.5, 0.9), np.random.default_rng(seed)) for seed in range(50)]
+    for top, left, (h, w) in boxes:
+        assert 0 <= top and top + h <= 100 and 0 <= left and left + w <= 300
+        assert 40 <= h <= 72 and 100 <= w <= 180            # 0.5..0.9 of the 80x200 crop
+    assert len(set(boxes)) > 40                             # the draws vary
+    assert draw_crop_box((100, 300), None, (0.5, 0.9), np.random.default_rng(7)) == \
+        draw_crop_box((100, 300), None, (0.5, 0.9), np.random.default_rng(7))
