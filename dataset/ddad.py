@@ -36,65 +36,21 @@ import os
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from geometry import points_to_depth_map, quaternion_translation_to_transform, resize_intrinsics
+from geometry import points_to_depth_map, quaternion_translation_to_transform
 
-from .image_io import DepthCache, read_image, resize_rgb
-from .masks import MaskSet
-from .transforms import apply_color_jitter, sample_color_jitter
+from .rig_dataset import RigDataset
 
 DDAD_CAMERAS = ("CAMERA_01", "CAMERA_05", "CAMERA_06", "CAMERA_07", "CAMERA_08", "CAMERA_09")
 SPLITS = {"train": "0", "val": "1", "test": "2", "train_overfit": "3"}
-KNOWN_REQUIREMENTS = ("gt_pose", "gt_depth", "mask")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 # ----------------------------------------------------------------------------- shared helpers
-def parse_requirements(requirements: Union[str, Iterable[str], None]) -> Tuple[str, ...]:
-    """Requirements as a tuple of names. Accepts a sequence (``["gt_pose", "mask"]``) or the
-    reference's string form ``"(gt_pose, gt_depth, mask)"``; an unknown name is an error."""
-    if requirements is None:
-        return ()
-    if isinstance(requirements, str):
-        items = [r.strip(" ()[]'\"") for r in requirements.split(",")]
-    else:
-        items = [str(r).strip() for r in requirements]
-    items = [r for r in items if r]
-    unknown = [r for r in items if r not in KNOWN_REQUIREMENTS]
-    if unknown:
-        raise ValueError(f"unknown requirement(s) {unknown}; allowed: {', '.join(KNOWN_REQUIREMENTS)}")
-    return tuple(dict.fromkeys(items))
-
-
-def check_frame_ids(frame_ids: Sequence[int]) -> Tuple[int, ...]:
-    frame_ids = tuple(int(f) for f in frame_ids)
-    if 0 not in frame_ids:
-        raise ValueError(f"frame_ids must contain the target frame 0, got {list(frame_ids)}")
-    if len(set(frame_ids)) != len(frame_ids):
-        raise ValueError(f"frame_ids must not repeat, got {list(frame_ids)}")
-    return frame_ids
-
-
-def jitter_generator(seed: Optional[int], epoch: int, index: int) -> Optional[torch.Generator]:
-    """A generator for one item's augmentation: deterministic in (seed, epoch, index), so the
-    same run gives the same augmentation whatever the number of workers; None (the global torch
-    RNG) when seed is None."""
-    if seed is None:
-        return None
-    mixed = (int(seed) * 1_000_003 + int(epoch)) * 1_000_000_007 + int(index)
-    return torch.Generator().manual_seed(mixed % (2**63 - 1))
-
-
-def to_image_tensor(rgb: np.ndarray) -> torch.Tensor:
-    """uint8 [H, W, 3] -> float32 [3, H, W] in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
-
-
 def _load_json(path: Path, what: str) -> Dict:
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
@@ -227,7 +183,7 @@ class _Scene:
 
 
 # ----------------------------------------------------------------------------- the dataset
-class DDADDataset(Dataset):
+class DDADDataset(RigDataset):
     """DDAD (or any DGP scene dataset) as contract samples (dataset/contract.py).
 
     Args:
@@ -269,30 +225,14 @@ class DDADDataset(Dataset):
         seed: Optional[int] = 0,
         lidar_name: str = "LIDAR",
     ):
-        super().__init__()
+        super().__init__(cameras, frame_ids, image_hw, requirements, mask_path, depth_cache, convention,
+                         color_jitter, seed, default_cache_root=None)
         self.data_path = Path(data_path)
         if self.data_path.is_dir():
             raise ValueError(f"data_path must be the dataset json (e.g. ddad.json), got the folder {self.data_path}")
         self.root = self.data_path.parent
         self.split = split
-        self.cameras = tuple(str(c).upper() for c in cameras)
-        if not self.cameras:
-            raise ValueError("cameras must name at least one camera")
-        self.frame_ids = check_frame_ids(frame_ids)
-        self.image_hw = (int(image_hw[0]), int(image_hw[1]))
-        self.requirements = parse_requirements(requirements)
-        self.convention = convention
-        self.color_jitter = tuple(float(c) for c in color_jitter) if color_jitter is not None else None
-        self.seed = seed
-        self.epoch = 0
         self.lidar_name = lidar_name.upper()
-        self.masks = MaskSet(mask_path if "mask" in self.requirements else None, self.image_hw)
-        if isinstance(depth_cache, (str, os.PathLike)):
-            self.cache_root: Optional[Path] = Path(depth_cache)
-            self.depth_cache = DepthCache(True)
-        else:
-            self.cache_root = None
-            self.depth_cache = DepthCache(bool(depth_cache))
 
         dataset = _load_json(self.data_path, "dataset json")
         splits = dataset.get("scene_splits", {})
@@ -312,13 +252,6 @@ class DDADDataset(Dataset):
         ]
 
     # ------------------------------------------------------------------ helpers
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Make the augmentation of the coming epoch differ from the last one (call per epoch)."""
-        self.epoch = int(epoch)
-
     def calibration(self, scene_index: int, key: str) -> _Calibration:
         cache_key = (scene_index, key)
         if cache_key not in self._calibrations:
@@ -370,36 +303,14 @@ class DDADDataset(Dataset):
         scene = self.scenes[scene_index]
         target = scene.samples[i]
         calib = self.calibration(scene_index, target["calibration_key"])
-        T, N = len(self.frame_ids), len(self.cameras)
-        H, W = self.image_hw
-
-        images = torch.empty(T, N, 3, H, W)
-        original_hw: List[Optional[Tuple[int, int]]] = [None] * N
-        cam_poses = np.zeros((T, 4, 4))
-        timestamps = torch.zeros(T, N, dtype=torch.int64)
-        files = []
-        for t, offset in enumerate(self.frame_ids):
-            sample = scene.samples[i + offset]
-            for n, cam in enumerate(self.cameras):
-                filename, T_world_cam, stamp = sample["cams"][cam]
-                rgb, hw = read_image(scene.dir / filename, self.image_hw)
-                if original_hw[n] is None:
-                    original_hw[n] = hw
-                elif original_hw[n] != hw:
-                    raise ValueError(f"{scene.dir / filename} is {hw[0]}x{hw[1]}, but camera {cam} has "
-                                     f"{original_hw[n][0]}x{original_hw[n][1]} images in the other frames")
-                images[t, n] = to_image_tensor(resize_rgb(rgb, self.image_hw))
-                timestamps[t, n] = stamp
-                if n == 0:
-                    cam_poses[t] = T_world_cam
-                if offset == 0:
-                    files.append(str(Path(scene.folder) / filename))
+        views = [[scene.samples[i + offset]["cams"][cam] for cam in self.cameras] for offset in self.frame_ids]
+        images, original_hw = self.read_views([[scene.dir / filename for filename, _, _ in row] for row in views])
+        cam_poses = np.stack([row[0][1] for row in views])            # camera 0's T_world_cam per frame
+        timestamps = torch.tensor([[stamp for _, _, stamp in row] for row in views], dtype=torch.int64)
+        files = [str(Path(scene.folder) / filename) for filename, _, _ in views[self.frame_ids.index(0)]]
 
         K_full = np.stack([calib.K[cam] for cam in self.cameras])
-        K = torch.stack([
-            resize_intrinsics(torch.from_numpy(K_full[n]), original_hw[n], self.image_hw, self.convention)
-            for n in range(N)
-        ]).float()
+        K = self.resized_intrinsics(K_full, original_hw)
         T_rig_cam = np.stack([calib.T_rig_sensor[cam] for cam in self.cameras])
         out = {
             "image": images,
@@ -416,10 +327,7 @@ class DDADDataset(Dataset):
             if len(set(original_hw)) != 1:
                 raise ValueError(f"gt_depth needs the cameras to share one image size, got {original_hw}")
             out["depth_gt"] = self.lidar_depth(scene_index, i, K_full, original_hw[0])
-        if self.color_jitter is not None:
-            generator = jitter_generator(self.seed, self.epoch, index)
-            params = sample_color_jitter(generator, self.color_jitter, num=N)
-            out["image_aug"] = apply_color_jitter(images, params, per_camera=True)
+        self.add_color_jitter(out, index)
         out["meta"] = {
             "dataset": self.dataset_name,
             "scene": scene.name,

@@ -42,14 +42,10 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from geometry import points_to_depth_map, quaternion_translation_to_transform, resize_intrinsics
+from geometry import points_to_depth_map, quaternion_translation_to_transform
 
-from .ddad import check_frame_ids, jitter_generator, parse_requirements, to_image_tensor
-from .image_io import DepthCache, read_image, resize_rgb
-from .masks import MaskSet
-from .transforms import apply_color_jitter, sample_color_jitter
+from .rig_dataset import RigDataset
 
 NUSCENES_CAMERAS = ("CAM_FRONT", "CAM_FRONT_LEFT", "CAM_FRONT_RIGHT", "CAM_BACK_LEFT", "CAM_BACK_RIGHT", "CAM_BACK")
 LIDAR_CHANNEL = "LIDAR_TOP"
@@ -82,7 +78,7 @@ def read_split_file(path: Union[str, os.PathLike]) -> List[str]:
     return [line for line in lines if line]
 
 
-class NuScenesDataset(Dataset):
+class NuScenesDataset(RigDataset):
     """nuScenes (devkit tables) as contract samples (dataset/contract.py).
 
     Args:
@@ -121,28 +117,12 @@ class NuScenesDataset(Dataset):
         lidar_min_depth: float = 1.0,
         nusc=None,
     ):
-        super().__init__()
+        super().__init__(cameras, frame_ids, image_hw, requirements, mask_path, depth_cache, convention,
+                         color_jitter, seed, default_cache_root=Path(data_path))
         self.root = Path(data_path)
         self.version = version
         self.split = split
-        self.cameras = tuple(str(c).upper() for c in cameras)
-        if not self.cameras:
-            raise ValueError("cameras must name at least one camera")
-        self.frame_ids = check_frame_ids(frame_ids)
-        self.image_hw = (int(image_hw[0]), int(image_hw[1]))
-        self.requirements = parse_requirements(requirements)
-        self.convention = convention
-        self.color_jitter = tuple(float(c) for c in color_jitter) if color_jitter is not None else None
-        self.seed = seed
-        self.epoch = 0
         self.lidar_min_depth = float(lidar_min_depth)
-        self.masks = MaskSet(mask_path if "mask" in self.requirements else None, self.image_hw)
-        if isinstance(depth_cache, (str, os.PathLike)):
-            self.cache_root = Path(depth_cache)
-            self.depth_cache = DepthCache(True)
-        else:
-            self.cache_root = self.root
-            self.depth_cache = DepthCache(bool(depth_cache))
 
         if nusc is None:
             if not (self.root / version).is_dir():
@@ -234,12 +214,6 @@ class NuScenesDataset(Dataset):
         return item
 
     # ------------------------------------------------------------------ helpers
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
     def depth_cache_file(self, camera: str, image_file: str) -> Path:
         name = Path(image_file).name
         stem = name[: -len(".jpg")] if name.lower().endswith(".jpg") else Path(name).stem
@@ -271,23 +245,8 @@ class NuScenesDataset(Dataset):
     # ------------------------------------------------------------------ items
     def __getitem__(self, index: int) -> Dict:
         item = self.items[index]
-        T, N = len(self.frame_ids), len(self.cameras)
-        H, W = self.image_hw
-        images = torch.empty(T, N, 3, H, W)
-        original_hw: List[Optional[Tuple[int, int]]] = [None] * N
-        for t in range(T):
-            for n, cam in enumerate(self.cameras):
-                rgb, hw = read_image(self.root / item["files"][t][n], self.image_hw)
-                if original_hw[n] is None:
-                    original_hw[n] = hw
-                elif original_hw[n] != hw:
-                    raise ValueError(f"{self.root / item['files'][t][n]} is {hw[0]}x{hw[1]}, but camera {cam} has "
-                                     f"{original_hw[n][0]}x{original_hw[n][1]} images in the other frames")
-                images[t, n] = to_image_tensor(resize_rgb(rgb, self.image_hw))
-        K = torch.stack([
-            resize_intrinsics(torch.from_numpy(item["K"][n]), original_hw[n], self.image_hw, self.convention)
-            for n in range(N)
-        ]).float()
+        images, original_hw = self.read_views([[self.root / f for f in row] for row in item["files"]])
+        K = self.resized_intrinsics(item["K"], original_hw)
         target = self.frame_ids.index(0)
         out = {
             "image": images,
@@ -301,10 +260,7 @@ class NuScenesDataset(Dataset):
             out["pose_gt"] = torch.from_numpy(np.linalg.inv(T_global_rig[target]) @ T_global_rig).float()
         if "gt_depth" in self.requirements:
             out["depth_gt"] = self.lidar_depth(item, original_hw)
-        if self.color_jitter is not None:
-            generator = jitter_generator(self.seed, self.epoch, index)
-            params = sample_color_jitter(generator, self.color_jitter, num=N)
-            out["image_aug"] = apply_color_jitter(images, params, per_camera=True)
+        self.add_color_jitter(out, index)
         out["meta"] = {
             "dataset": self.dataset_name,
             "scene": item["scene"],

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from dataset.contract import check_sample
-from dataset.ddad import DDAD_CAMERAS, DDADDataset, parse_requirements
+from dataset.ddad import DDAD_CAMERAS, DDADDataset
+from dataset.rig_dataset import parse_requirements
 from tests.box_world import box_world_sequence, compare_depth_at_lidar_pixels, quat_to_matrix
 
 SCENE_02 = "scene_02/scene_fe9f29d3bde25d182dcf88caf1011acd8cc13624.json"
