@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
+
+from utils.atomic import save_npz_atomic
 
 PathLike = Union[str, os.PathLike]
 
@@ -224,24 +225,6 @@ def read_mask(path: PathLike, target_hw: Optional[Sequence[int]] = None) -> np.n
 DEPTH_CACHE_METHOD = "sfdepth:nearest-pixel-centre,nearest-return"
 
 
-def write_npz_atomic(path: PathLike, **arrays) -> None:
-    """Write a compressed npz atomically: a temporary file in the same folder, then os.replace, so
-    that a reader (another DataLoader worker) never sees a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.npz", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 class DepthCache:
     """Cache of computed depth maps as npz files (key ``depth``, float32 [H, W], 0 = no
     measurement, plus a ``method`` tag).
@@ -294,7 +277,7 @@ class DepthCache:
         if os.path.isfile(path) and self.is_foreign(path):
             return
         try:
-            write_npz_atomic(path, depth=np.asarray(depth, dtype=np.float32), method=np.array(DEPTH_CACHE_METHOD))
+            save_npz_atomic(path, depth=np.asarray(depth, dtype=np.float32), method=np.array(DEPTH_CACHE_METHOD))
         except OSError as exc:
             self._writable = False
             warnings.warn(f"cannot write the depth cache ({path}: {exc}); continuing without writing it", stacklevel=2)

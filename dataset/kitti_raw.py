@@ -69,7 +69,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +79,7 @@ import torch
 from torch.utils.data import Dataset
 
 from geometry import points_to_depth_map, resize_intrinsics
+from utils.atomic import save_npz_atomic
 
 from .image_io import read_image
 from .kitti_calib import StereoCalibration, read_calib_file, read_stereo_calibration
@@ -151,25 +151,13 @@ def read_poses_txt(path: PathLike) -> np.ndarray:
 
 
 def _atomic_save_npz(path: Path, **arrays) -> bool:
-    """np.savez_compressed through a temporary file + rename; False (with a warning) when the
-    folder cannot be written."""
+    """save_npz_atomic; False (with a warning) when the folder cannot be written."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.stem}.", suffix=".npz")
-    except OSError as err:
-        warnings.warn(f"cannot cache the projected depth at {path}: {err}")
-        return False
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)
+        save_npz_atomic(path, **arrays)
         return True
     except OSError as err:
         warnings.warn(f"cannot cache the projected depth at {path}: {err}")
         return False
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # ---------------------------------------------------------------------------------------------

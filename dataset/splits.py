@@ -20,13 +20,14 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 from torch.utils.data import Sampler
+
+from utils.atomic import write_text_atomic
 
 PathLike = Union[str, os.PathLike]
 
@@ -122,20 +123,6 @@ def read_frame_split(path: PathLike) -> List[FrameEntry]:
     return entries
 
 
-def _atomic_write_text(path: PathLike, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_frame_split(path: PathLike, entries: Iterable[FrameEntry], zero_pad: bool = False) -> None:
     """Write a monodepth2-style frames split (atomically); ``zero_pad`` writes 10-digit frames as
     the eigen test split does."""
@@ -143,7 +130,7 @@ def write_frame_split(path: PathLike, entries: Iterable[FrameEntry], zero_pad: b
     for e in entries:
         frame = f"{e.frame:010d}" if zero_pad else str(e.frame)
         lines.append(f"{e.folder} {frame} {e.side}\n")
-    _atomic_write_text(path, "".join(lines))
+    write_text_atomic(path, "".join(lines))
 
 
 def read_scene_list(path: PathLike) -> List[str]:
@@ -162,7 +149,7 @@ def write_scene_list(path: PathLike, names: Iterable[str]) -> None:
     for name in names:
         if not name or any(c.isspace() for c in name):
             raise ValueError(f"scene name '{name}' is empty or contains whitespace")
-    _atomic_write_text(path, "".join(f"{n}\n" for n in names))
+    write_text_atomic(path, "".join(f"{n}\n" for n in names))
 
 
 def read_token_list(path: PathLike) -> List[str]:
@@ -182,7 +169,7 @@ def write_token_list(path: PathLike, tokens: Iterable[str]) -> None:
     for t in tokens:
         if not _TOKEN.match(t):
             raise ValueError(f"'{t}' is not a nuScenes token (32 lower-case hex digits)")
-    _atomic_write_text(path, "".join(f"{t}\n" for t in tokens))
+    write_text_atomic(path, "".join(f"{t}\n" for t in tokens))
 
 
 def detect_split_format(path: PathLike) -> str:

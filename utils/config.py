@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
+from utils.atomic import write_text_atomic
 from utils.config_schema import (ALIASES, DATA_REQUIREMENTS, REFERENCE_SIX_CAMERA_NEIGHBOURS, SECTIONS,
                                  DataConfig, DdpConfig, EvalConfig, LoadConfig, LoggingConfig, LossConfig,
                                  ModelConfig, TrainingConfig)
@@ -66,11 +67,7 @@ class Config:
 
     def save(self, path: str) -> None:
         """Write the resolved config atomically (temporary file, then rename)."""
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            f.write(self.to_yaml())
-        os.replace(tmp, path)
+        write_text_atomic(path, self.to_yaml())
 
 
 class _ConfigDumper(yaml.SafeDumper):

@@ -22,6 +22,7 @@ import torch
 
 from dataset.synthetic.sequence import SyntheticSequence
 from geometry import matrix_to_quaternion
+from utils.atomic import write_bytes_atomic
 
 PNG_COMPRESSION = 3
 JPEG_QUALITY = 95
@@ -50,12 +51,7 @@ class FileLog:
 
 def write_bytes(path: str, data: bytes) -> None:
     """Writes ``data`` to ``path`` atomically (temporary file in the same folder, then rename)."""
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    write_bytes_atomic(path, data)
 
 
 def write_text(path: str, text: str) -> None:

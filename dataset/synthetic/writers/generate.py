@@ -15,6 +15,8 @@ import os
 import shutil
 from typing import Callable, Dict, Iterator, Optional
 
+from utils.atomic import write_text_atomic
+
 from . import PRESET_OF_FORMAT, WRITERS
 
 __all__ = ["FORMATS", "DEFAULT_FRAMES", "MIN_FRAMES", "MARKER", "generate_synthetic_dataset", "ensure_synthetic_dataset",
@@ -88,11 +90,8 @@ def generate_synthetic_dataset(fmt: str, out_dir: str, scenes: int = 1, frames: 
     if os.path.exists(marker):
         os.remove(marker)  # the folder is about to change: it is no longer a finished dataset
     summary = WRITERS[fmt](sequences(), out_dir)
-    tmp = marker + f".tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(_parameters(fmt, scenes, frames, height, width, seed), f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, marker)
+    write_text_atomic(marker, json.dumps(_parameters(fmt, scenes, frames, height, width, seed), indent=2,
+                                         sort_keys=True) + "\n")
     return summary
 
 
