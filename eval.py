@@ -1,20 +1,33 @@
 """Evaluate a trained model against ground truth and print the metric tables.
 
     python eval.py --config_file=configs/ddad/ddad_surround_fusion.yaml --weight_path=results/ddad_surround_fusion/models/weights_19
+    python eval.py --config_file=F --weight_path=W --save_vis        # also write vis_results/cam<i>/<index>_depth.png
     python eval.py --config_file=F --print_config eval.eval_batch_size=2
+
+The networks of load.models_to_load are read from --weight_path (default
+results/<name>/models/<load.weights>) and run over the whole evaluation split; the table (metric
+and median-scaled, per camera and their mean) is printed and written to
+results/<name>/eval/metrics.json. Exit status: 0 done, 1 runtime error, 2 config error.
 """
 
 import sys
 
-from utils.cli import config_from_command_line, describe
+from trainer import command_line, report_error
+
+SAVE_VIS_HELP = "write the colourised predicted depth of every camera to results/<name>/vis_results/"
 
 
 def main(argv=None) -> int:
-    _, cfg = config_from_command_line(__doc__.strip().splitlines()[0], mode="eval", argv=argv)
-    print(describe(cfg))
-    print("error: the evaluation loop is not part of this version yet (config loaded and "
-          "validated; use --print_config to see it)", file=sys.stderr)
-    return 3
+    args, cfg = command_line(__doc__.strip().splitlines()[0], "eval", argv, [("--save_vis", SAVE_VIS_HELP)])
+    try:
+        from trainer.evaluate import evaluate
+        evaluate(cfg, weight_path=args.weight_path, save_vis=args.save_vis)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001  (one line per failure, whatever it is)
+        return report_error(error)
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,308 @@
+"""The unified trainer end to end on a tiny synthetic DDAD world (48x80, 2 cameras, random ResNet-18):
+train.py's results layout, eval.py's table and metrics.json, exact resume, non-finite losses,
+2-process DDP on gloo; plus the small pieces (schedules, cadence, sampler, error lines)."""
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import eval as eval_entry
+import train as train_entry
+from dataset.build import build_dataset
+from dataset.synthetic.writers import ensure_synthetic_dataset
+from models import build_model
+from trainer import error_line
+from trainer.checkpoint import STATE_FILE, load_networks
+from trainer.distributed import Launch, device_for, rendezvous, torchrun_environment
+from trainer.loop import NonFiniteLossError, ResumableSampler, Trainer, is_log_step
+from trainer.optim import build_optimizer, build_scheduler
+from utils.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = str(REPO / "configs" / "synthetic" / "ddad_baseline.yaml")
+FRAMES, SCENES, HW = 4, 2, (48, 80)          # 2 training samples (scene 0), 2 evaluation samples (scene 1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: on the small shared CPUs of CI, several threads per process spend
+    most of their time waiting for each other (steps 5-10x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, one_thread):
+    """The synthetic DDAD world, rendered once for the module."""
+    root = tmp_path_factory.mktemp("world")
+    ensure_synthetic_dataset("ddad", str(root / "ddad"), scenes=SCENES, frames=FRAMES, height=HW[0], width=HW[1], seed=0)
+    return root
+
+
+def overrides(world, log_dir, *extra):
+    return [f"data.data_path={world}/ddad/ddad.json", f"data.mask_path={world}/ddad/masks", f"data.log_dir={log_dir}",
+            f"data.synthetic_hw=[{HW[0]}, {HW[1]}]", f"training.height={HW[0]}", f"training.width={HW[1]}",
+            f"data.synthetic_frames={FRAMES}", f"data.synthetic_scenes={SCENES}", "data.cameras=[camera_01, camera_05]",
+            "model.weights_init=false", "training.num_workers=0", "eval.eval_num_workers=0", "training.batch_size=1",
+            "eval.eval_batch_size=3", "training.learning_rate=1e-3", *extra]
+
+
+def config(world, log_dir, *extra, mode="train", weight_path=None):
+    return load_config(CONFIG, overrides(world, log_dir, *extra), mode=mode, weight_path=weight_path)
+
+
+def parameters(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# End to end through the entry points
+
+
+def test_train_then_eval_writes_results_layout_and_counts_every_sample(world, tmp_path, capsys):
+    args = ["--config_file", CONFIG, *overrides(world, tmp_path, "training.max_steps=3", "logging.log_frequency=2")]
+    assert train_entry.main(args) == 0
+    run = tmp_path / "ddad_baseline"
+    assert (run / "config.yaml").is_file()
+    assert load_config(str(run / "config.yaml")).training.max_steps == 3          # the resolved config reloads
+    # 2 steps per epoch: weights_0 at the end of epoch 0, weights_1_step3 where max_steps stopped the run
+    for folder in ("weights_0", "weights_1_step3"):
+        for name in ("depth_net", "pose_net", "optimizer", "scheduler", "scaler", "trainer_state"):
+            assert (run / "models" / folder / f"{name}.pth").is_file(), (folder, name)
+    state = torch.load(run / "models" / "weights_1_step3" / STATE_FILE, weights_only=True)
+    assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (3, 1, 1)
+    assert list((run / "train").glob("events.out.tfevents.*")) and list((run / "val").glob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    train_tags = EventAccumulator(str(run / "train")).Reload().Tags()
+    val_tags = EventAccumulator(str(run / "val")).Reload().Tags()
+    assert {"loss/total", "loss/temporal", "lr", "depth/mean"} <= set(train_tags["scalars"])
+    assert {"loss/total", "metric/abs_rel", "median/abs_rel"} <= set(val_tags["scalars"])
+    assert train_tags["images"] and val_tags["images"]
+
+    capsys.readouterr()
+    args = ["--config_file", CONFIG, "--weight_path", str(run / "models" / "weights_0"), "--save_vis",
+            *overrides(world, tmp_path)]
+    assert eval_entry.main(args) == 0
+    out = capsys.readouterr().out
+    assert "abs_rel" in out and "camera_01" in out and "median" in out
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    eval_cfg = config(world, tmp_path, mode="eval", weight_path=str(run / "models" / "weights_0"))
+    dataset = build_dataset(eval_cfg, "eval")
+    expected = {name: 0 for name in eval_cfg.data.cameras}
+    for i in range(len(dataset)):
+        sample = dataset[i]
+        valid = (sample["depth_gt"] > eval_cfg.eval.eval_min_depth) & (sample["depth_gt"] < eval_cfg.eval.eval_max_depth)
+        for n, name in enumerate(eval_cfg.data.cameras):
+            expected[name] += int(bool(valid[n].any()))
+    assert metrics["num_samples"] == len(dataset) == 2                # one batch of 3 holding 2: nothing dropped
+    assert metrics["num_images"] == expected and sum(expected.values()) == 2 * len(eval_cfg.data.cameras)
+    for mode in ("metric", "median"):
+        assert set(metrics[mode]["per_camera"]) == set(eval_cfg.data.cameras)
+        assert 0 < metrics[mode]["all"]["abs_rel"] < math.inf
+    for cam in range(2):
+        assert sorted(p.name for p in (run / "vis_results" / f"cam{cam}").iterdir()) == ["000_depth.png", "001_depth.png"]
+
+
+def test_runtime_error_is_one_line_with_exit_status_1(world, tmp_path, capsys):
+    empty = tmp_path / "empty_checkpoint"
+    empty.mkdir()
+    args = ["--config_file", CONFIG, "--weight_path", str(empty), "load.pretrain=true", *overrides(world, tmp_path)]
+    assert train_entry.main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("error: FileNotFoundError:") and "depth_net" in err[0]
+    assert "SFDEPTH_DEBUG" in err[1] and len(err) == 2
+
+
+# ----------------------------------------------------------------------------------------------
+# Resume
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(world, tmp_path):
+    schedule = ["training.scheduler=step", "training.scheduler_step_size=1", "training.scheduler_gamma=0.5",
+                "logging.tensorboard=false", "logging.early_phase=0", "logging.late_log_frequency=3"]
+    straight = Trainer(config(world, tmp_path / "a", "training.max_steps=4", *schedule))
+    straight.fit()
+
+    interrupted = Trainer(config(world, tmp_path / "b", "training.max_steps=1", "logging.save_step_frequency=1", *schedule))
+    interrupted.fit()                                      # killed after step 1, in the middle of epoch 0
+    models_root = tmp_path / "b" / "ddad_baseline" / "models"
+    assert (models_root / "weights_0_step1").is_dir()
+
+    resume_cfg = config(world, tmp_path / "b", "training.max_steps=4", *schedule)
+    train_entry.resume_latest(resume_cfg)                  # what train.py --resume does
+    assert resume_cfg.load.pretrain and Path(resume_cfg.data.load_weights_dir).name == "weights_0_step1"
+    args = ["--config_file", CONFIG, "--weight_path", str(models_root / "weights_0_step1"), "load.pretrain=true",
+            *overrides(world, tmp_path / "b", "training.max_steps=4", *schedule)]
+    assert train_entry.main(args) == 0                     # a fresh Trainer continues at step 1
+
+    resumed = build_model(resume_cfg, torch.device("cpu"))
+    load_networks(models_root / "weights_1", resumed.networks())
+    expected = parameters(straight.algo)
+    got = parameters(resumed)
+    assert expected.keys() == got.keys()
+    assert all(torch.equal(expected[k], got[k]) for k in expected), \
+        [k for k in expected if not torch.equal(expected[k], got[k])][:5]
+    state = torch.load(models_root / "weights_1" / STATE_FILE, weights_only=True)
+    assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (4, 2, 0)
+    assert straight.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * 0.25)
+
+
+# ----------------------------------------------------------------------------------------------
+# Non-finite losses
+
+
+def test_nonfinite_loss_skips_steps_then_stops_with_a_clear_error(world, tmp_path, monkeypatch):
+    trainer = Trainer(config(world, tmp_path, "training.max_steps=5", "training.max_nonfinite_steps=2",
+                             "logging.tensorboard=false", "logging.log_frequency=100"))
+    before = {k: v.detach().clone() for k, v in trainer.algo.named_parameters()}
+    original = type(trainer.algo).compute_losses
+
+    def nan_losses(self, batch, outputs):
+        losses = original(self, batch, outputs)
+        losses["total"] = losses["total"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(type(trainer.algo), "compute_losses", nan_losses)
+    with pytest.warns(RuntimeWarning, match="non-finite loss"):
+        with pytest.raises(NonFiniteLossError, match="non-finite for 2 consecutive steps"):
+            trainer.fit()
+    assert trainer.step == 1 and trainer.nonfinite_total == 2
+    after = dict(trainer.algo.named_parameters())
+    assert all(torch.equal(before[k], after[k]) for k in before)     # no optimizer step was taken
+    assert all(p.grad is None for p in trainer.algo.parameters())
+
+
+# ----------------------------------------------------------------------------------------------
+# Mixed precision
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_step_with_clipping_and_channels_last(world, tmp_path, amp):
+    trainer = Trainer(config(world, tmp_path, f"training.amp={amp}", "training.grad_clip=1.0", "training.channels_last=true",
+                             "training.max_steps=1", "logging.tensorboard=false"))
+    before = {k: v.detach().clone() for k, v in trainer.algo.named_parameters()}
+    trainer.fit()
+    assert trainer.nonfinite_total == 0
+    assert all(bool(torch.isfinite(p).all()) for p in trainer.algo.parameters())
+    changed = any(not torch.equal(before[k], p) for k, p in trainer.algo.named_parameters())
+    scaler = torch.load(tmp_path / "ddad_baseline" / "models" / "weights_0_step1" / "scaler.pth", weights_only=True)
+    if amp == "bf16":
+        assert changed and not trainer.scaler.is_enabled() and scaler == {}
+    else:   # GradScaler starts at 2**16 and halves on an fp16 overflow, skipping that step: either happened
+        assert trainer.scaler.is_enabled() and scaler["scale"] == trainer.scaler.get_scale()
+        assert changed != (trainer.scaler.get_scale() < 2.0 ** 16)
+
+
+# ----------------------------------------------------------------------------------------------
+# DDP
+
+
+def test_ddp_two_processes_on_gloo_keeps_replicas_identical(world, tmp_path):
+    args = ["--config_file", CONFIG, *overrides(world, tmp_path, "ddp.ddp_enable=true", "ddp.world_size=2",
+                                                "ddp.backend=gloo", "training.max_steps=2", "logging.log_frequency=1")]
+    assert train_entry.main(args) == 0
+    run = tmp_path / "ddad_baseline"
+    folder = run / "models" / "weights_1"                  # 1 sample per rank and epoch: 2 epochs
+    state = torch.load(folder / STATE_FILE, weights_only=True)
+    assert state["world_size"] == 2 and state["global_batch_size"] == 2 and state["step"] == 2
+    checksums = state["replica_checksums"]
+    assert len(checksums) == 2 and checksums[0] == checksums[1]      # every rank's parameters, bit for bit
+    single = build_model(config(world, tmp_path), torch.device("cpu"))
+    initial = parameters(single)
+    reports = load_networks(folder, single.networks())     # strict: a DDP checkpoint fits a plain model
+    assert all(r.ok for r in reports.values())
+    loaded = parameters(single)
+    assert any(not torch.equal(initial[k], loaded[k]) for k in initial)
+    assert list((run / "train").glob("events.out.tfevents.*"))       # rank 0 logged
+
+
+def test_ddp_failure_in_one_rank_ends_the_job_with_exit_status_1(world, tmp_path):
+    """A training sample that only one rank reads is corrupt: that rank raises while the other waits
+    in a collective; the job must end (no hang) with the failing rank's error on one line."""
+    copy = tmp_path / "world"
+    shutil.copytree(world, copy)
+    first_frame = sorted((copy / "ddad" / "000000" / "rgb" / "CAMERA_01").iterdir())[0]
+    first_frame.write_bytes(b"not an image")                # frame 0 is only in training sample 0
+    args = ["--config_file", CONFIG, *overrides(copy, tmp_path, "ddp.ddp_enable=true", "ddp.world_size=2",
+                                                "ddp.backend=gloo", "training.max_steps=2")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", SFDEPTH_DEBUG="0")
+    done = subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-2000:]
+    error = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1 and error[0].startswith("error: rank ") and first_frame.name in error[0], done.stderr[-2000:]
+
+
+# ----------------------------------------------------------------------------------------------
+# Pieces
+
+
+def test_sampler_gives_ranks_disjoint_shares_matching_one_process_with_the_global_batch():
+    data = list(range(10))
+    ranks = [ResumableSampler(data, 2, r, seed=3) for r in range(2)]
+    single = ResumableSampler(data, 1, 0, seed=3)
+    for s in ranks + [single]:
+        s.set_epoch(1)
+    shares = [list(s) for s in ranks]
+    assert sorted(shares[0] + shares[1]) == data
+    assert [i for pair in zip(*shares) for i in pair] == list(single)  # step k of batch 2 = rank 0's k-th + rank 1's k-th
+    single.set_start(4)
+    assert list(single) == [i for pair in zip(*shares) for i in pair][4:] and len(single) == 6
+
+
+def test_log_cadence_follows_the_reference(world, tmp_path):
+    cfg = config(world, tmp_path, "logging.early_phase=20", "logging.log_frequency=5", "logging.late_log_frequency=50")
+    assert [s for s in range(120) if is_log_step(cfg, s)] == [0, 5, 10, 15, 50, 100]
+
+
+@pytest.mark.parametrize("kind, extra, expected", [
+    ("step", ["training.scheduler_step_size=2", "training.scheduler_gamma=0.1"], [1, 1, 0.1, 0.1, 0.01]),
+    ("multistep", ["training.scheduler_milestones=[1, 3]", "training.scheduler_gamma=0.5"], [1, 0.5, 0.5, 0.25, 0.25]),
+    ("none", [], [1, 1, 1, 1, 1]),
+])
+def test_schedules_step_per_epoch(world, tmp_path, kind, extra, expected):
+    cfg = config(world, tmp_path, f"training.scheduler={kind}", "training.weight_decay=0.01", *extra)
+    optimizer = build_optimizer(cfg, torch.nn.Linear(2, 2))
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.param_groups[0]["weight_decay"] == 0.01
+    scheduler = build_scheduler(cfg, optimizer)
+    lrs = []
+    for _ in expected:
+        lrs.append(optimizer.param_groups[0]["lr"] / cfg.training.learning_rate)
+        if scheduler is not None:
+            optimizer.step()
+            scheduler.step()
+    assert lrs == pytest.approx(expected)
+
+
+def test_process_layout_from_torchrun_environment_and_rendezvous(world, tmp_path, monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    assert torchrun_environment() is None
+    cfg = config(world, tmp_path)
+    addr, port = rendezvous(cfg)
+    assert addr == "localhost" and 0 < port < 65536                  # a free port chosen by the parent
+    monkeypatch.setenv("MASTER_PORT", "29555")
+    assert rendezvous(cfg) == ("localhost", 29555)
+    cfg.ddp.master_addr, cfg.ddp.master_port = "10.0.0.2", 12000     # the config wins over the environment
+    assert rendezvous(cfg) == ("10.0.0.2", 12000)
+    for name, value in (("RANK", "5"), ("WORLD_SIZE", "8"), ("LOCAL_RANK", "1"), ("LOCAL_WORLD_SIZE", "4")):
+        monkeypatch.setenv(name, value)
+    assert torchrun_environment() == Launch(rank=5, local_rank=1, world_size=8, local_world_size=4)
+    if not torch.cuda.is_available():
+        assert device_for(cfg, torchrun_environment()) == torch.device("cpu")
+
+
+def test_error_line_of_a_failed_spawned_rank():
+    message = ("\n\n-- Process 1 terminated with the following error:\nTraceback (most recent call last):\n"
+               "  File \"x.py\", line 1, in f\n    raise ValueError('bad')\nValueError: bad value\n")
+    assert error_line(RuntimeError(message)) == "rank 1: ValueError: bad value"
+    assert error_line(KeyError("depth_net")) == "KeyError: 'depth_net'"

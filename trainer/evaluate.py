@@ -1,0 +1,149 @@
+"""Depth evaluation against ground truth: the whole "eval" split, every sample counted.
+
+Protocol (spec vfdepth §6, with the differences utils/depth_metrics.py documents): the predicted
+depth of every camera is resized to the ground truth, pixels count where eval_min < gt < eval_max
+and the self-occlusion mask is set (and inside eval.crop), and the metrics are computed per image
+and camera, raw ("metric") and median-scaled per image ("median"), then averaged over images per
+camera and over cameras. No sample is dropped: the last batch may be smaller.
+
+Outputs: the printed table, <data.log_path>/eval/metrics.json (written atomically) and, with
+save_vis, <data.log_path>/vis_results/cam<i>/<index>_depth.png.
+
+The helpers at the top (moving a batch, autocast, one-batch metrics) are shared with the trainer.
+"""
+
+import contextlib
+import json
+import math
+import os
+from typing import Dict, Mapping, Optional
+
+import torch
+from torch.utils.data import DataLoader
+
+PNG_INDEX_DIGITS = 3     # vis_results/cam0/007_depth.png, as the reference's NNN_disp.jpg
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared with the training loop
+
+
+def to_device(batch: Mapping, device: torch.device) -> Dict:
+    """The batch with its tensors on `device`; everything else (the `meta` dict) left alone."""
+    non_blocking = device.type == "cuda"
+    return {k: v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
+            for k, v in batch.items()}
+
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(cfg, device: torch.device):
+    """The mixed-precision context of training.amp (a no-op context when it is off)."""
+    if cfg.training.amp == "off":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=AMP_DTYPES[cfg.training.amp])
+
+
+def metrics_accumulator(cfg):
+    """A DepthMetricsAccumulator with the config's evaluation protocol."""
+    from utils.depth_metrics import DepthMetricsAccumulator
+    return DepthMetricsAccumulator(cfg.data.cameras, min_depth=cfg.eval.eval_min_depth,
+                                   max_depth=cfg.eval.eval_max_depth, crop=cfg.eval.crop)
+
+
+def update_metrics(accumulator, batch: Mapping, depth: torch.Tensor) -> None:
+    """Add one batch: predicted depth [B, N, 1, H, W] against batch["depth_gt"], with the mask."""
+    if "depth_gt" not in batch:
+        raise RuntimeError("the evaluation samples carry no ground-truth depth: add gt_depth to "
+                           "data.val_requirements (and check data.depth_type)")
+    accumulator.update(depth.float(), batch["depth_gt"], batch.get("mask"))
+
+
+def summary_scalars(accumulator) -> Dict[str, float]:
+    """{"<mode>/<metric>": mean over cameras, "scale/<camera>": median scale} for TensorBoard
+    (entries without data left out)."""
+    from utils.depth_metrics import METRIC_NAMES, MODES
+    result = accumulator.compute()
+    values = {}
+    for mode in MODES:
+        for k, name in enumerate(METRIC_NAMES):
+            values[f"{mode}/{name}"] = float(result[mode]["all"][k])
+    for camera, stats in result["scale"].items():
+        values[f"scale/{camera}"] = float(stats["median"])
+    return {k: v for k, v in values.items() if math.isfinite(v)}
+
+
+# ----------------------------------------------------------------------------------------------
+# The evaluation run
+
+
+def evaluate(cfg, weight_path: Optional[str] = None, save_vis: bool = False) -> Dict:
+    """Evaluate the networks of load.models_to_load from `weight_path` (default
+    data.load_weights_dir) on the "eval" split; returns the metrics dict written to metrics.json."""
+    from tqdm import tqdm
+
+    from dataset.build import build_dataset
+    from trainer.distributed import Launch, device_for
+    from utils.atomic import write_text_atomic
+
+    device = device_for(cfg, Launch())
+    folder = weight_path or cfg.data.load_weights_dir
+    model = load_model_for_eval(cfg, folder, device)
+    dataset = build_dataset(cfg, "eval")
+    loader = DataLoader(dataset, batch_size=cfg.eval.eval_batch_size, shuffle=False, drop_last=False,
+                        num_workers=cfg.eval.eval_num_workers, pin_memory=device.type == "cuda")
+    accumulator = metrics_accumulator(cfg)
+    save_vis = save_vis or cfg.eval.eval_visualize or cfg.eval.save_vis
+    index = 0
+    for batch in tqdm(loader, desc=f"eval {cfg.name}", unit="batch", dynamic_ncols=True):
+        batch = to_device(batch, device)
+        with torch.no_grad(), autocast(cfg, device):
+            depth = model.predict(batch, model(batch)).depth
+        update_metrics(accumulator, batch, depth)
+        if save_vis:
+            save_depth_pictures(cfg, depth, index)
+        index += depth.shape[0]
+    print(f"{cfg.name}: {index} samples, weights {folder}")
+    print(accumulator.format_table())
+    result = {"config": cfg.name, "weights": folder, "num_samples": index,
+              "cameras": list(cfg.data.cameras), **accumulator.to_dict()}
+    path = os.path.join(cfg.data.log_path, "eval", "metrics.json")
+    write_text_atomic(path, json.dumps(result, indent=2) + "\n")
+    print(f"metrics written to {path}")
+    return result
+
+
+def load_model_for_eval(cfg, folder: str, device: torch.device):
+    """The algorithm of the config with the networks of load.models_to_load read from `folder`
+    (the others keep their initialisation), in eval mode."""
+    from models import build_model       # importing the package registers every algorithm
+    from trainer.checkpoint import load_networks
+
+    model = build_model(cfg, device)
+    names = list(cfg.load.models_to_load) or list(model.network_names)
+    unknown = [n for n in names if n not in model.network_names]
+    if unknown:
+        raise ValueError(f"load.models_to_load: {unknown} are not networks of this model "
+                         f"(it has {list(model.network_names)})")
+    load_networks(folder, model.networks(), names=names, strict=True)
+    return model.eval()
+
+
+def save_depth_pictures(cfg, depth: torch.Tensor, first_index: int) -> None:
+    """vis_results/cam<i>/<index>_depth.png: the colourised predicted depth of every camera."""
+    import cv2
+
+    from utils.atomic import write_bytes_atomic
+    from utils.visualization import colorize_depth
+
+    root = os.path.join(cfg.data.log_path, "vis_results")
+    depth = depth.detach().float().cpu()
+    for b in range(depth.shape[0]):
+        for cam in range(depth.shape[1]):
+            picture = colorize_depth(depth[b, cam, 0])
+            ok, png = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+            if not ok:
+                raise RuntimeError("could not encode a depth picture as PNG")
+            name = f"{first_index + b:0{PNG_INDEX_DIGITS}d}_depth.png"
+            write_bytes_atomic(os.path.join(root, f"cam{cam}", name), png.tobytes())
