@@ -306,3 +306,23 @@ def test_error_line_of_a_failed_spawned_rank():
                "  File \"x.py\", line 1, in f\n    raise ValueError('bad')\nValueError: bad value\n")
     assert error_line(RuntimeError(message)) == "rank 1: ValueError: bad value"
     assert error_line(KeyError("depth_net")) == "KeyError: 'depth_net'"
+
+
+def test_train_then_eval_on_synthetic_nuscenes(tmp_path, capsys):
+    """The same end to end on the nuScenes format: devkit tables, sweeps as context frames."""
+    config_file = str(REPO / "configs" / "synthetic" / "nusc_baseline.yaml")
+    root = tmp_path / "nuscenes"
+    ensure_synthetic_dataset("nuscenes", str(root), scenes=2, frames=13, height=HW[0], width=HW[1], seed=0)
+    args = [f"data.data_path={root}", f"data.mask_path={root}/masks", f"data.train_split={root}/splits/train.txt",
+            f"data.val_split={root}/splits/val.txt", f"data.test_split={root}/splits/val.txt",
+            f"data.log_dir={tmp_path}/results", f"training.height={HW[0]}", f"training.width={HW[1]}",
+            "data.cameras=[CAM_FRONT, CAM_FRONT_LEFT]", "model.weights_init=false", "training.num_workers=0",
+            "eval.eval_num_workers=0", "training.max_steps=2", "logging.log_frequency=1"]
+    assert train_entry.main(["--config_file", config_file, *args]) == 0
+    run = tmp_path / "results" / "nusc_baseline"
+    checkpoints = sorted((run / "models").iterdir())
+    assert checkpoints and (checkpoints[-1] / "depth_net.pth").is_file() and (checkpoints[-1] / STATE_FILE).is_file()
+    assert list((run / "train").iterdir()) and list((run / "val").iterdir())
+    assert eval_entry.main(["--config_file", config_file, f"--weight_path={checkpoints[-1]}", *args]) == 0
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert "CAM_FRONT" in json.dumps(metrics) and "abs_rel" in json.dumps(metrics)
