@@ -12,22 +12,19 @@ results/<name>/eval/metrics.json. Exit status: 0 done, 1 runtime error, 2 config
 
 import sys
 
-from trainer import command_line, report_error
+from trainer import command_line, run_reporting_errors
 
 SAVE_VIS_HELP = "write the colourised predicted depth of every camera to results/<name>/vis_results/"
 
 
 def main(argv=None) -> int:
     args, cfg = command_line(__doc__.strip().splitlines()[0], "eval", argv, [("--save_vis", SAVE_VIS_HELP)])
-    try:
+
+    def job():
         from trainer.evaluate import evaluate
         evaluate(cfg, weight_path=args.weight_path, save_vis=args.save_vis)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Exception as error:  # noqa: BLE001  (one line per failure, whatever it is)
-        return report_error(error)
-    return 0
+
+    return run_reporting_errors(job)
 
 
 if __name__ == "__main__":

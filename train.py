@@ -17,7 +17,7 @@ models/ folder (and starts from scratch when there is none). Exit status: 0 done
 
 import sys
 
-from trainer import command_line, report_error
+from trainer import command_line, run_reporting_errors
 
 RESUME_HELP = ("continue from the newest checkpoint in results/<name>/models (load.pretrain=true with "
                "that folder); start from scratch when there is none")
@@ -41,17 +41,14 @@ def main(argv=None) -> int:
         print("error: --resume and --weight_path both choose the checkpoint to continue from; give one",
               file=sys.stderr)
         return 2
-    try:
+
+    def job():
         from trainer.loop import train
         if args.resume:
             resume_latest(cfg)
         train(cfg)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Exception as error:  # noqa: BLE001  (one line per failure, whatever it is)
-        return report_error(error)
-    return 0
+
+    return run_reporting_errors(job)
 
 
 if __name__ == "__main__":

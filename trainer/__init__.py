@@ -61,3 +61,16 @@ def report_error(error: BaseException) -> int:
     else:
         print(f"error: {error_line(error)}\n(set {DEBUG_ENV}=1 for the full traceback)", file=sys.stderr)
     return 1
+
+
+def run_reporting_errors(job) -> int:
+    """Exit status of an entry point running `job()`: 0 when it returns, 130 on Ctrl-C, 1 with a
+    one-line message (report_error) for any other failure."""
+    try:
+        job()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001  (one line per failure, whatever it is)
+        return report_error(error)
+    return 0
