@@ -54,7 +54,7 @@ import torch
 from geometry import compose, pose_from_axis_angle_translation
 from network import MonoDepthNet, MonoPoseNet, pack_cameras, unpack_cameras
 
-from .base import Algorithm, Predictions, register_model
+from .base import Algorithm, Predictions
 from .depth_utils import focal_scaled_depth, resize_maps
 from .losses import (
     align_intensity,
@@ -184,6 +184,7 @@ def view_synthesis_losses(
     reference_overlap_sum: bool = False,
     automask_noise_std: float = AUTOMASK_NOISE_STD,
     identity_errors: Optional[torch.Tensor] = None,
+    record: Optional[Dict[str, torch.Tensor]] = None,
 ) -> Dict[str, torch.Tensor]:
     """The photometric terms of the surround-view models for one depth map (unweighted).
 
@@ -207,6 +208,12 @@ def view_synthesis_losses(
         automask_noise_std: tie-breaking noise of the auto-mask (0: none).
         identity_errors: optional precomputed [F, B, N, 1, H, W] pe(I_f, I_0) for the context
             offsets in frame_ids order (they do not depend on depth or pose).
+        record: when a dict is given, the maps behind the terms are stored in it (detached), for
+            pictures: "temporal_warps" [F, B, N, 3, H, W] (the aligned warps of the context
+            frames, frame_ids order), "temporal_error" [B, N, 1, H, W] (their per-pixel minimum
+            error), "automask" [B, N, 1, H, W]; with the spatial term "spatial_warp"
+            [B, N, 3, H, W] and "spatial_mask" [B, N, 1, H, W] (the overlap view and its mask).
+            Only references are kept: nothing extra is computed.
     Returns:
         {"temporal", "spatial", "spatio_temporal"}: scalars, each present when asked for and
         computable (temporal needs a context frame; the spatial terms a camera with neighbours,
@@ -231,6 +238,9 @@ def view_synthesis_losses(
         auto = automask(errors, identity_errors, noise_std=automask_noise_std)
         if temporal:
             out["temporal"] = _camera_average(per_camera_masked_mean(min_reprojection(errors), auto * masks))
+        if record is not None:
+            record.update(temporal_warps=warped.detach(), temporal_error=min_reprojection(errors).detach(),
+                          automask=auto.detach())
 
     if not (spatio or (spatio_temporal and context)):
         return out
@@ -258,6 +268,8 @@ def view_synthesis_losses(
         image, mask = overlap(source_images, T_source_target)
         error = photometric_error(image, target, ssim_weight)
         out["spatial"] = _camera_average(per_camera_masked_mean(error, masks * mask), has_neighbours)
+        if record is not None:
+            record.update(spatial_warp=image.detach(), spatial_mask=mask.detach())
 
     if spatio_temporal and context:
         source_images = torch.stack([context_images[:, :, idx] for idx in index], dim=1)  # [F, S, B, N, 3, H, W]
@@ -340,7 +352,7 @@ class SurroundBaseline(Algorithm):
     # -------------------------------------------------------------------------------- losses
     def view_losses(
         self, batch: Dict, depth: torch.Tensor, poses: Dict[int, torch.Tensor],
-        identity_errors: Optional[torch.Tensor] = None,
+        identity_errors: Optional[torch.Tensor] = None, record: Optional[Dict[str, torch.Tensor]] = None,
     ) -> Dict[str, torch.Tensor]:
         """The unweighted photometric terms ("temporal", "spatial", "spatio_temporal") of one
         depth map [B, N, 1, H, W] and the poses {f: [B, N, 4, 4]}, with this config's switches.
@@ -352,7 +364,7 @@ class SurroundBaseline(Algorithm):
             spatio=bool(t.spatio and loss.spatio_coeff > 0),
             spatio_temporal=bool(t.spatio_temporal and loss.spatio_tempo_coeff > 0),
             intensity_align=t.intensity_align, ssim_weight=loss.ssim_weight,
-            reference_overlap_sum=loss.reference_overlap_mask_sum, identity_errors=identity_errors)
+            reference_overlap_sum=loss.reference_overlap_mask_sum, identity_errors=identity_errors, record=record)
 
     def compute_losses(self, batch: Dict, outputs: Dict) -> Dict[str, torch.Tensor]:
         loss_cfg = self.cfg.loss
@@ -392,18 +404,36 @@ class SurroundBaseline(Algorithm):
         return Predictions(depth=outputs["depth"][finest], poses=dict(outputs["poses"]),
                            extras={"disp": outputs["disp"][finest]})
 
+    def visuals(self, batch: Dict, outputs: Dict) -> Dict[str, torch.Tensor]:
+        """The maps behind the photometric terms at the finest scale, for the first batch item
+        (B = 1: the logger shows that one), each [1, N, C, H, W] in [0, 1]:
 
-# ---------------------------------------------------------------------------------------- registry
-@register_model("surround_depth")
-def build_surround_depth(cfg) -> Algorithm:
-    """model.type surround_depth: the FSM-style baseline (depth_model and pose_model ``fsm``) or
-    the volumetric fusion model (``fusion``, not implemented yet)."""
-    depth_model, pose_model = cfg.model.depth_model, cfg.model.pose_model
-    if depth_model == "fsm" and pose_model == "fsm":
-        return SurroundBaseline(cfg)
-    if "fusion" in (depth_model, pose_model):
-        raise NotImplementedError(
-            f"model.depth_model={depth_model!r}, model.pose_model={pose_model!r}: the volumetric fusion model "
-            f"(VFDepth's FusedDepthNet / FusedPoseNet) is not implemented yet; it arrives with its own issue. "
-            f"Use model.depth_model: fsm and model.pose_model: fsm for the per-camera baseline.")
-    raise ValueError(f"model.type surround_depth: unknown depth_model/pose_model {depth_model!r}/{pose_model!r}")
+        * ``temporal_warp_prev<k>`` / ``temporal_warp_next<k>`` (C 3): context frame -k / +k
+          warped into the target view with the predicted depth and pose (intensity-aligned when
+          training.intensity_align, as the loss sees it);
+        * ``temporal_error`` (C 1): the per-pixel minimum photometric error over those warps;
+        * ``automask`` (C 1): 1 where a warp explains the target better than a still frame;
+        * ``spatial_warp`` / ``spatial_mask`` (spatial term on, cameras with neighbours): the
+          overlap view of the neighbouring cameras and where it is valid (the reference's summed
+          mask, which reaches 2 where two neighbours overlap, is clipped to 1).
+
+        The losses keep none of these, so they are recomputed here, by the same code, for one
+        item: the steps that do not log pay nothing. Clipped to [0, 1] (alignment can overshoot).
+        """
+        finest = min(outputs["depth"])
+        item = {k: v[:1] for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        depth = outputs["depth"][finest][:1].detach()
+        poses = {f: pose[:1].detach() for f, pose in outputs["poses"].items()}
+        record: Dict[str, torch.Tensor] = {}
+        self.view_losses(item, depth, poses, record=record)
+        out: Dict[str, torch.Tensor] = {}
+        context = [f for f in batch_frame_ids(item) if f != 0]
+        if "temporal_warps" in record:
+            for f, warp in zip(context, record["temporal_warps"]):
+                out[f"temporal_warp_{'prev' if f < 0 else 'next'}{abs(f)}"] = warp
+            out["temporal_error"] = record["temporal_error"]
+            out["automask"] = record["automask"]
+        if "spatial_warp" in record:
+            out["spatial_warp"] = record["spatial_warp"]
+            out["spatial_mask"] = record["spatial_mask"]
+        return {name: picture.float().clamp(0, 1) for name, picture in out.items()}
