@@ -144,12 +144,12 @@ class SurroundFusion(SurroundBaseline):
 
     def novel_view_outputs(self, volume: torch.Tensor, batch: Dict, image_hw: Sequence[int]) -> Dict:
         """Depth of the cameras of a randomly rotated rig (one rotation per sample)."""
-        from .depth_synthesis import random_view_rotation
+        from .depth_synthesis import augment_extrinsics, random_view_rotation
         t = self.cfg.training
         E = batch["extrinsics"]
         R = random_view_rotation(E.shape[0], t.aug_angle, reference_radians=t.reference_aug_angle_radians,
                                  device=E.device, dtype=E.dtype)
-        E_aug = compose(R[:, None], E)
+        E_aug = augment_extrinsics(E, R)
         disp, depth = self.render_depth(volume, batch["K"], E_aug, image_hw)
         return {"E": E_aug, "disp": disp, "depth": depth}
 
@@ -163,24 +163,15 @@ class SurroundFusion(SurroundBaseline):
         return losses
 
     def synthesis_losses(self, batch: Dict, outputs: Dict) -> Dict[str, torch.Tensor]:
-        """The weighted depth-synthesis terms: each augmented camera against itself and its
-        neighbours (data.rel_cam_list), as real cameras with their predicted depth."""
-        from .depth_synthesis import synthesis_losses, synthesis_targets
-        from .surround_baseline import neighbour_slots
+        """The weighted depth-synthesis terms: each augmented camera against the depth that its
+        neighbours (data.rel_cam_list) and the real camera itself imply in its view."""
+        from .depth_synthesis import rig_synthesis_targets, synthesis_losses
         t, loss_cfg = self.cfg.training, self.cfg.loss
         aug = outputs["aug"]
-        K, E, masks = batch["K"], batch["extrinsics"], batch["mask"]
-        depth = outputs["depth"][0]
-        n = K.shape[1]
-        index, valid = neighbour_slots(self.cfg.data.rel_cam_list, n, K.device)
-        own = torch.arange(n, device=K.device)[None]
-        index = torch.cat([own, index])                                          # slot 0: the camera itself
-        valid = torch.cat([torch.ones_like(own, dtype=valid.dtype), valid])
-        src = lambda x: torch.stack([x[:, idx] for idx in index])                # noqa: E731  [S, B, N, ...]
-        targets, target_valid = synthesis_targets(src(depth), src(K), src(E), src(masks),
-                                                  aug["depth"], K, aug["E"], t.min_depth, t.max_depth)
-        target_valid = target_valid * valid[:, None, :, None, None, None]
-        terms = synthesis_losses(aug["depth"], targets, target_valid, aug["disp"])
+        targets, valid = rig_synthesis_targets(outputs["depth"][0], batch["K"], batch["extrinsics"], batch["mask"],
+                                               aug["depth"], aug["E"], self.cfg.data.rel_cam_list,
+                                               t.min_depth, t.max_depth)
+        terms = synthesis_losses(aug["depth"], targets, valid, aug["disp"])
         return {"depth_consistency": loss_cfg.depth_con_coeff * terms["depth_consistency"],
                 "depth_smoothness": loss_cfg.depth_sm_coeff * terms["depth_smoothness"]}
 

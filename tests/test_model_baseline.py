@@ -108,13 +108,6 @@ def test_build_model_gives_the_baseline_with_its_two_networks(make_cfg):
     assert n_params(model) == expected_depth + expected_pose
 
 
-def test_fusion_model_is_not_implemented_yet(make_cfg):
-    with pytest.raises(NotImplementedError, match="volumetric fusion model .* not implemented yet"):
-        build_model(make_cfg("model.depth_model=fusion", "model.pose_model=fusion"))
-    with pytest.raises(NotImplementedError, match="not implemented yet"):
-        build_model(make_cfg("model.depth_model=fsm", "model.pose_model=fusion"))
-
-
 # ---------------------------------------------------------------------------------------- forward
 def test_forward_shapes_depth_range_poses_and_predict(make_cfg, train_batch):
     cfg = make_cfg("training.scales=[0, 1, 2, 3]")

@@ -1,0 +1,172 @@
+"""The VFDepth fusion model (models/surround_fusion.py): registry and reference parameter counts,
+shapes and gradients for rigs of 1, 2 and 6 cameras, the canonical rig motion, novel-view
+rendering, and the spatial warp between synthetic cameras with the true depth.
+
+Tiny data: the synthetic DDAD world at 48x80 through the real adapter, a coarse voxel grid."""
+import pytest
+import torch
+
+from dataset.build import build_dataset
+from dataset.synthetic import render_sequence
+from geometry import compose, invert_transform, pose_from_axis_angle_translation, relative_transform
+from models import SurroundBaseline, SurroundFusion, build_model
+from models.losses import warp_views
+from models.losses.photometric import l1_error
+from models.surround_fusion import canonical_to_cameras
+from utils.config import load_config
+
+CONFIG = "configs/synthetic/ddad_surround_fusion.yaml"
+H, W = 48, 80
+TINY_GRID = ["model.voxel_size=[16, 16, 4]", "model.voxel_unit_size=[4.0, 4.0, 2.0]",
+             "model.voxel_str_p=[-30.0, -30.0, -3.0]", "model.proj_d_bins=6", "model.proj_d_end=30"]
+CAMERA_KEYS = {"image": 2, "image_aug": 2, "K": 1, "extrinsics": 1, "mask": 1}
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def make_cfg(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fusion_world")
+    base = [f"data.data_path={root}/ddad/ddad.json", f"data.mask_path={root}/ddad/masks",
+            f"data.synthetic_hw=[{H}, {W}]", f"training.height={H}", f"training.width={W}",
+            "data.synthetic_frames=4", "data.synthetic_scenes=1", "model.weights_init=false"] + TINY_GRID
+
+    def make(*overrides):
+        return load_config(CONFIG, base + list(overrides))
+    return make
+
+
+@pytest.fixture(scope="module")
+def train_batch(make_cfg):
+    dataset = build_dataset(make_cfg(), "train")
+    samples = [dataset[i] for i in range(2)]
+    return {k: torch.stack([s[k] for s in samples]) for k, v in samples[0].items() if isinstance(v, torch.Tensor)}
+
+
+def select_cameras(batch, cams):
+    out = dict(batch)
+    for key, dim in CAMERA_KEYS.items():
+        out[key] = out[key].index_select(dim, torch.tensor(cams))
+    return out
+
+
+def n_params(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_fusion_configs_build_the_fusion_model_with_the_reference_parameter_counts(make_cfg):
+    reference_grid = ["model.voxel_size=[100, 100, 20]", "model.voxel_unit_size=[1.0, 1.0, 1.5]",
+                      "model.voxel_str_p=[-50.0, -50.0, -15.0]", "model.proj_d_bins=50", "model.proj_d_end=50"]
+    model = build_model(make_cfg(*reference_grid))
+    assert isinstance(model, SurroundFusion) and list(model.networks()) == ["depth_net", "pose_net"]
+    # spec/vfdepth_state_dict.txt: the released depth_net and pose_net
+    assert n_params(model.depth_net) == 19_269_233
+    assert n_params(model.pose_net) == 24_768_134
+    assert isinstance(build_model(make_cfg("model.depth_model=fsm", "model.pose_model=fsm")), SurroundBaseline)
+    mixed = build_model(make_cfg("model.pose_model=fsm"))
+    assert mixed.fused_depth and not mixed.fused_pose
+    with pytest.raises(ValueError, match="training.scales"):
+        build_model(make_cfg("training.scales=[0, 1]"))
+
+
+@pytest.mark.parametrize("cams", [[0], [0, 1], [0, 1, 2, 3, 4, 5]])
+def test_shapes_and_gradients_for_one_two_and_six_cameras(make_cfg, train_batch, cams):
+    n = len(cams)
+    neighbours = {1: "null", 2: "[[1], [0]]", 6: "[[1, 2], [0, 3], [0, 4], [1, 5], [2, 5], [3, 4]]"}[n]
+    model = build_model(make_cfg(f"data.rel_cam_list={neighbours}",
+                                 f"data.cameras={['camera_01', 'camera_05', 'camera_06', 'camera_07', 'camera_08', 'camera_09'][:n]}"))
+    batch = select_cameras(train_batch, cams)
+    out = model(batch)
+    assert out["disp"][0].shape == out["depth"][0].shape == (2, n, 1, H, W)
+    assert out["volume"].shape == (2, 64, 4, 16, 16)
+    assert set(out["poses"]) == {-1, 1} and out["poses"][1].shape == (2, n, 4, 4)
+    losses = model.compute_losses(batch, out)
+    expected = {"temporal", "smoothness", "total"} | ({"spatial", "spatio_temporal"} if n > 1 else set())
+    assert set(losses) == expected and torch.isfinite(losses["total"])
+    losses["total"].backward()
+    for name, net in model.networks().items():
+        grads = [p.grad for p in net.parameters()]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads), name
+        assert sum(float(g.abs().sum()) for g in grads) > 0, name
+    # the encoders, the fused volume and the decoders all receive gradient
+    assert model.depth_net.encoder.encoder.conv1.weight.grad.abs().sum() > 0
+    assert model.depth_net.fusion_net.conv_non_overlap[0].weight.grad.abs().sum() > 0
+    assert model.pose_net.fusion_net.reduce_dim[0].weight.grad.abs().sum() > 0
+    prediction = model.predict(batch, out)
+    assert prediction.depth.shape == (2, n, 1, H, W) and set(prediction.poses) == {-1, 1}
+
+
+def test_canonical_motion_in_every_camera_equals_the_motion_from_the_rig_poses():
+    seq = render_sequence("ddad", 3, image_hw=(H, W), seed=0, supersample=1)
+    E = torch.from_numpy(seq.T_rig_cam)[None]                                         # float64
+    T_world_rig = torch.from_numpy(seq.T_world_rig)
+    T_rig_motion = relative_transform(T_world_rig[2], T_world_rig[1])                  # rig t -> rig t+1
+    assert T_rig_motion[:3, 3].norm() > 0.3                                           # the rig does move
+    canonical = compose(invert_transform(E[:, 0]), T_rig_motion[None], E[:, 0])        # camera 0's frame
+    per_camera = canonical_to_cameras(canonical, E)
+    for c in range(E.shape[1]):
+        # a point fixed in the world, seen from camera c at t and at t+1
+        X_world = torch.tensor([12.0, -3.0, 1.0, 1.0], dtype=torch.float64)
+        cam_t = invert_transform(T_world_rig[1] @ E[0, c]) @ X_world
+        cam_t1 = invert_transform(T_world_rig[2] @ E[0, c]) @ X_world
+        assert torch.allclose(per_camera[0, c] @ cam_t, cam_t1, atol=1e-9)
+
+
+def test_fused_poses_follow_the_pose_network_and_invert_for_past_frames(make_cfg, train_batch):
+    model = build_model(make_cfg()).eval()
+    calls = []
+
+    def fake_pose_net(first, second, K, E, masks):
+        calls.append(first.shape[0])
+        b = first.shape[0]
+        return torch.tensor([[0.0, 0.0, 0.1]]).repeat(b, 1), torch.tensor([[0.0, 0.0, 1.0]]).repeat(b, 1)
+    model.pose_net.forward = fake_pose_net
+    with torch.no_grad():
+        poses = model(train_batch)["poses"]
+    assert calls == [4]                                 # both frame pairs of both samples in one pass
+    T = pose_from_axis_angle_translation(torch.tensor([0.0, 0.0, 0.1]), torch.tensor([0.0, 0.0, 1.0]))
+    E = train_batch["extrinsics"]
+    assert torch.allclose(poses[1], canonical_to_cameras(T.expand(2, 4, 4), E), atol=1e-5)
+    assert torch.allclose(poses[-1], canonical_to_cameras(invert_transform(T).expand(2, 4, 4), E), atol=1e-5)
+    assert torch.allclose(poses[1][:, 0], T.expand(2, 4, 4), atol=1e-5)     # camera 0 moves by T itself
+
+
+def test_rendering_the_volume_from_the_real_cameras_gives_the_forward_depth(make_cfg, train_batch):
+    model = build_model(make_cfg()).eval()
+    with torch.no_grad():
+        out = model(train_batch)
+        disp, depth = model.render_depth(out["volume"], train_batch["K"], train_batch["extrinsics"], (H, W))
+        turned = compose(pose_from_axis_angle_translation(torch.tensor([0.0, 0.0, 0.3]), torch.zeros(3)),
+                         train_batch["extrinsics"])
+        fusion, feature_hw = model.depth_net.fusion_net, model.depth_net.feature_size((H, W))
+        K_feat = train_batch["K"] * torch.tensor([feature_hw[1] / W, feature_hw[0] / H, 1.0])[:, None]
+        real = fusion.sample_views(out["volume"], K_feat, train_batch["extrinsics"], feature_hw)
+        novel = fusion.sample_views(out["volume"], K_feat, turned, feature_hw, use_cache=False)
+    assert torch.allclose(disp, out["disp"][0], atol=1e-6)
+    assert torch.allclose(depth, out["depth"][0], atol=1e-4)
+    # a camera turned by 0.3 rad looks at other voxels (a random network's depth barely shows it)
+    assert (novel - real).abs().mean() > 0.2 * real.abs().mean()
+
+
+def test_spatial_warp_between_two_synthetic_cameras_with_the_true_depth_reproduces_the_overlap():
+    seq = render_sequence("ddad", 1, image_hw=(96, 160), seed=3, supersample=2)
+    images = torch.from_numpy(seq.images[0]).float().div(255).permute(0, 3, 1, 2)      # [N, 3, H, W]
+    depth = torch.from_numpy(seq.depth[0]).float()[:, None]
+    masks = torch.from_numpy(seq.self_occlusion).float()[:, None]
+    K, E = torch.from_numpy(seq.K).float(), torch.from_numpy(seq.T_rig_cam).float()
+    # the front-right camera (2) rendered from the rear-right camera (4): 0.44 m apart
+    T_4_2 = compose(invert_transform(E[4]), E[2])
+    warped, valid = warp_views(images[4], masks[4], depth[2], K[2], K[4], T_4_2)
+    near, near_valid = warp_views(images[4], masks[4], 0.5 * depth[2], K[2], K[4], T_4_2)
+    overlap = (valid[0] > 0) & (masks[2, 0] > 0)
+    assert 0.05 < float(overlap.float().mean()) < 0.6                                # the cameras do overlap
+    # L1: at 96x160 SSIM is dominated by the resampling blur of a warp, not by its geometry
+    error = l1_error(warped[None], images[2][None])[0, 0]
+    wrong = l1_error(near[None], images[2][None])[0, 0]
+    both = overlap & (near_valid[0] > 0)
+    # medians: a few pixels are occluded in one camera and not in the other (cars, kerbs)
+    assert float(error[overlap].median()) < 0.005
+    assert float(error[both].median()) < 0.25 * float(wrong[both].median())
