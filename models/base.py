@@ -56,6 +56,24 @@ class Algorithm(nn.Module):
         """The standard predictions of `outputs`."""
         raise NotImplementedError
 
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the trainer at the start of every epoch (0-based), before its first step, and
+        when a run resumes inside an epoch. For losses that change with the epoch (multi-mono-sf
+        detaches the disparity in its scene flow loss early on); a no-op by default."""
+
+    def visuals(self, batch: Dict, outputs: Dict) -> Dict[str, torch.Tensor]:
+        """Pictures of what the losses see, for TensorBoard (trainer/logger.py logs them beside the
+        inputs and the depth, as `visuals/<name>`, at the logging cadence of train and val).
+
+        Returns named image batches [B, N, C, H, W] (B items, N cameras; B may be smaller than the
+        batch, e.g. 1: the logger shows the first item), C 1 (grey: masks, error maps) or 3 (RGB),
+        values in [0, 1], detached. The trainer calls it under no_grad and autocast, after
+        compute_losses, on logging steps only, with the RNG states saved and restored around it:
+        an implementation may recompute what the losses did not keep, so that the other steps pay
+        nothing for it. Default: no pictures.
+        """
+        return {}
+
 
 _REGISTRY: Dict[str, Callable] = {}
 

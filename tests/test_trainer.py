@@ -1,6 +1,8 @@
 """The unified trainer end to end on a tiny synthetic DDAD world (48x80, 2 cameras, random ResNet-18):
-train.py's results layout, eval.py's table and metrics.json, exact resume, non-finite losses,
-2-process DDP on gloo; plus the small pieces (schedules, cadence, sampler, error lines)."""
+train.py's results layout, eval.py's table and metrics.json (eval.scale_modes), TensorBoard pictures
+of the warps and masks, exact resume, non-finite losses, 2-process DDP on gloo (replicas identical,
+and equal to one process with the same global batch); plus the small pieces (schedules, cadence,
+sampler, error lines)."""
 
 import json
 import math
@@ -18,10 +20,16 @@ import train as train_entry
 from dataset.build import build_dataset
 from dataset.synthetic.writers import ensure_synthetic_dataset
 from models import build_model
+from models.losses import align_intensity, warp_views
+from models.surround_baseline import batch_frame_ids
+from trainer import distributed as dist_utils
 from trainer import error_line
 from trainer.checkpoint import STATE_FILE, load_networks
 from trainer.distributed import Launch, device_for, rendezvous, torchrun_environment
-from trainer.loop import NonFiniteLossError, ResumableSampler, Trainer, is_log_step
+from trainer.evaluate import evaluate, to_device
+from trainer.logger import visual_pictures
+from trainer.loop import NonFiniteLossError, ResumableSampler, Trainer, is_log_step, run_training
+from trainer.rng import seed_everything
 from trainer.optim import build_optimizer, build_scheduler
 from utils.config import load_config
 
@@ -120,6 +128,83 @@ def test_runtime_error_is_one_line_with_exit_status_1(world, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("error: FileNotFoundError:") and "depth_net" in err[0]
     assert "SFDEPTH_DEBUG" in err[1] and len(err) == 2
+
+
+def test_eval_scale_modes_choose_the_table_json_and_validation_scalars(world, tmp_path, capsys):
+    only = "eval.scale_modes=[median]"
+    Trainer(config(world, tmp_path, "training.max_steps=1", "logging.log_frequency=1", only)).fit()
+    run = tmp_path / "ddad_baseline"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    val_scalars = set(EventAccumulator(str(run / "val")).Reload().Tags()["scalars"])
+    assert "median/abs_rel" in val_scalars and not any(tag.startswith("metric/") for tag in val_scalars)
+
+    capsys.readouterr()
+    args = ["--config_file", CONFIG, "--weight_path", str(run / "models" / "weights_0_step1"),
+            *overrides(world, tmp_path, only)]
+    assert eval_entry.main(args) == 0
+    headers = [line.split("|")[0].strip() for line in capsys.readouterr().out.splitlines() if "abs_rel" in line]
+    assert headers == ["median"]                           # the metric table is gone, the median one stays
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert metrics["scale_modes"] == ["median"] and "metric" not in metrics
+    assert 0 < metrics["median"]["all"]["abs_rel"] < math.inf and metrics["scale"]["all"]["count"] == 4
+
+    with pytest.raises(ValueError, match="scale modes"):  # nothing to report is an error, not an empty table
+        evaluate(config(world, tmp_path, "eval.scale_modes=[]", mode="eval"), str(run / "models" / "weights_0_step1"))
+
+
+# ----------------------------------------------------------------------------------------------
+# TensorBoard pictures of what the losses see
+
+VISUALS = ("temporal_warp_prev1", "temporal_warp_next1", "temporal_error", "automask", "spatial_warp", "spatial_mask")
+
+
+def test_logged_step_writes_pictures_of_warps_and_masks_that_are_what_the_loss_sees(world, tmp_path):
+    trainer = Trainer(config(world, tmp_path, "training.max_steps=1", "logging.log_frequency=1"))
+    trainer.fit()                                          # step 0 logs: train and val
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    for split in ("train", "val"):
+        events = EventAccumulator(str(tmp_path / "ddad_baseline" / split)).Reload()
+        assert {f"visuals/{name}" for name in VISUALS} <= set(events.Tags()["images"]), split
+        picture = events.Images("visuals/spatial_mask")[0]
+        # the first item only, its 2 cameras side by side (2 black pixels apart) at half size
+        assert (picture.height, picture.width) == (HW[0] // 2, 2 * (HW[1] // 2) + 2)
+
+    algo = trainer.algo.eval()
+    batch = to_device(next(iter(trainer.val_loader)), trainer.device)
+    assert batch["image"].shape[0] == 2                    # visuals pick the first of several items
+    with torch.no_grad():
+        outputs = algo(batch)
+        rng = torch.get_rng_state()
+        trainer._visuals(batch, outputs)                   # draws auto-mask noise, and gives it back
+        assert torch.equal(rng, torch.get_rng_state())
+        torch.manual_seed(0)
+        visuals = algo.visuals(batch, outputs)
+        item = {k: v[:1] for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        depth, poses = outputs["depth"][0][:1], {f: p[:1] for f, p in outputs["poses"].items()}
+        torch.manual_seed(0)                               # the same tie-breaking noise as the visuals'
+        temporal = algo.view_losses(item, depth, poses)["temporal"]
+
+    assert set(visuals) == set(VISUALS)
+    for name, picture in visuals.items():
+        assert picture.shape == (1, 2, 3 if "warp" in name else 1, *HW), name
+        assert picture.dtype == torch.float32 and float(picture.min()) >= 0 and float(picture.max()) <= 1, name
+    # The error map under the auto-mask (times the ego mask) gives back the temporal loss term.
+    weight = visuals["automask"] * item["mask"]
+    per_camera = (visuals["temporal_error"] * weight).sum(dim=(0, 2, 3, 4)) / weight.sum(dim=(0, 2, 3, 4))
+    assert float(per_camera.mean()) == pytest.approx(float(temporal), rel=1e-5)
+    # Each warp is its own context frame, warped with its pose and aligned as the loss does.
+    ids = batch_frame_ids(item)
+    target = item["image"][:, ids.index(0)]
+    for f, name in ((-1, "temporal_warp_prev1"), (1, "temporal_warp_next1")):
+        warp, valid = warp_views(item["image"][:, ids.index(f)], item["mask"], depth, item["K"], item["K"], poses[f])
+        warp = align_intensity(warp, target, item["mask"] * valid, valid)
+        assert torch.allclose(visuals[name], warp.clamp(0, 1), atol=1e-6), name
+    # The overlap view is black outside its (binary) mask, and the two cameras do overlap.
+    mask = visuals["spatial_mask"]
+    assert set(mask.unique().tolist()) == {0.0, 1.0}
+    assert float((visuals["spatial_warp"] * (1 - mask)).abs().max()) == 0
+    with pytest.raises(ValueError, match="C 1 or 3"):
+        visual_pictures({"flow": torch.zeros(1, 2, 2, 8, 8)})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -223,6 +308,81 @@ def test_ddp_two_processes_on_gloo_keeps_replicas_identical(world, tmp_path):
     loaded = parameters(single)
     assert any(not torch.equal(initial[k], loaded[k]) for k in initial)
     assert list((run / "train").glob("events.out.tfevents.*"))       # rank 0 logged
+
+
+def _item(tree, i: int):
+    """Item i (batch dimension kept) of every tensor of a batch or outputs dict, nested dicts too."""
+    if isinstance(tree, torch.Tensor):
+        return tree[i:i + 1]
+    if isinstance(tree, dict):
+        return {k: _item(v, i) for k, v in tree.items()}
+    return tree
+
+
+def _train_with_per_sample_losses(launch, cfg):
+    """run_training with the baseline's loss taken per batch item and averaged, and without the
+    auto-mask's tie-breaking noise (see the test below). Module level: the spawned ranks import it."""
+    import models.surround_baseline as baseline
+    automask, compute_losses = baseline.automask, baseline.SurroundBaseline.compute_losses
+
+    def per_item_losses(self, batch, outputs):
+        items = [compute_losses(self, _item(batch, i), _item(outputs, i)) for i in range(batch["image"].shape[0])]
+        return {name: sum(losses[name] for losses in items) / len(items) for name in items[0]}
+
+    baseline.automask = lambda errors, identity, noise_std=0.0, generator=None: automask(errors, identity, noise_std=0.0)
+    baseline.SurroundBaseline.compute_losses = per_item_losses
+    try:
+        run_training(launch, cfg)
+    finally:                                               # the single-process run happens in this process
+        baseline.automask, baseline.SurroundBaseline.compute_losses = automask, compute_losses
+
+
+def test_ddp_matches_one_process_with_the_same_global_batch(world, tmp_path):
+    """2 gloo processes with batch 1 take the same steps as 1 process with batch 2.
+
+    What has to agree for that, and how the test gets it:
+    - BatchNorm: SyncBatchNorm refuses CPU tensors in torch 2.14 (and DDP refuses a CPU module that
+      holds one), so in training mode each rank would normalise with its own item's statistics:
+      training.freeze_bn keeps the layers in eval mode (their running statistics stay as they are).
+    - The loss: the baseline's masked means (VFDepth's) pool the pixels of all items of a batch per
+      camera, so one mean over 2 items is not the mean of 2 per-item means whenever the auto-masks
+      cover different areas; that is the model's definition, not the trainer's doing. The test
+      takes the same loss terms per item and averages them, the form DDP's gradient averaging
+      reproduces. The auto-mask's 1e-5 tie-breaking noise comes from each process's own RNG
+      stream (seed + rank), which no other layout can replay: it is switched off here.
+    Measured without these (2 steps, lr 1e-3): BatchNorm in training mode gives a difference as
+    large as the update itself (ratio below ~1.0); the pooled loss ~0.6; the noise alone ~0.06.
+    With them: ~3e-3. Not bitwise: gloo sums two per-item gradients where autograd reduces over a
+    batch of two, in another order, and Adam divides each element by its own magnitude, so an
+    element whose gradient is at rounding level can move by up to lr in one run and not in the
+    other. Hence the tolerance: the difference, in norm, below 1 % of how far the parameters
+    moved, and fewer than 1 % of the elements apart by more than lr / 1000.
+    """
+    lr, steps = 1e-3, 2
+    common = [f"training.learning_rate={lr}", f"training.max_steps={steps}", "training.freeze_bn=true",
+              "logging.tensorboard=false", "logging.log_frequency=100"]
+    runs = {"ddp": config(world, tmp_path / "ddp", *common, "training.batch_size=1", "ddp.ddp_enable=true",
+                          "ddp.world_size=2", "ddp.backend=gloo"),
+            "single": config(world, tmp_path / "single", *common, "training.batch_size=2")}
+    params = {}
+    for name, cfg in runs.items():
+        dist_utils.launch(_train_with_per_sample_losses, cfg)
+        folder = Path(cfg.data.save_weights_root) / f"weights_{steps - 1}"   # 1 step per epoch either way
+        assert torch.load(folder / STATE_FILE, weights_only=True)["step"] == steps
+        model = build_model(cfg, torch.device("cpu"))
+        load_networks(folder, model.networks())
+        params[name] = parameters(model)
+    seed_everything(runs["single"].training.seed)          # how the Trainer initialised both runs
+    start = parameters(build_model(runs["single"], torch.device("cpu")))
+
+    statistics = [k for k in start if "running_" in k]
+    assert statistics and all(torch.equal(p[k], start[k]) for p in params.values() for k in statistics)
+    weights = [k for k in start if start[k].is_floating_point() and "running_" not in k]
+    moved = torch.cat([(params["single"][k] - start[k]).flatten() for k in weights]).double()
+    apart = torch.cat([(params["ddp"][k] - params["single"][k]).flatten() for k in weights]).double()
+    assert 0 < float(moved.abs().max()) <= 10 * lr          # the start is right: Adam moves <~ lr per step
+    assert float(apart.norm()) < 1e-2 * float(moved.norm())
+    assert float((apart.abs() > lr / 1000).double().mean()) < 1e-2
 
 
 def test_ddp_failure_in_one_rank_ends_the_job_with_exit_status_1(world, tmp_path):

@@ -4,7 +4,8 @@ Protocol (spec vfdepth §6, with the differences utils/depth_metrics.py document
 depth of every camera is resized to the ground truth, pixels count where eval_min < gt < eval_max
 and the self-occlusion mask is set (and inside eval.crop), and the metrics are computed per image
 and camera, raw ("metric") and median-scaled per image ("median"), then averaged over images per
-camera and over cameras. No sample is dropped: the last batch may be smaller.
+camera and over cameras. No sample is dropped: the last batch may be smaller. The printed table,
+metrics.json and the validation scalars of training report the modes of eval.scale_modes only.
 
 Outputs: the printed table, <data.log_path>/eval/metrics.json (written atomically) and, with
 save_vis, <data.log_path>/vis_results/cam<i>/<index>_depth.png.
@@ -16,7 +17,7 @@ import contextlib
 import json
 import math
 import os
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional, Sequence
 
 import torch
 from torch.utils.data import DataLoader
@@ -60,13 +61,13 @@ def update_metrics(accumulator, batch: Mapping, depth: torch.Tensor) -> None:
     accumulator.update(depth.float(), batch["depth_gt"], batch.get("mask"))
 
 
-def summary_scalars(accumulator) -> Dict[str, float]:
-    """{"<mode>/<metric>": mean over cameras, "scale/<camera>": median scale} for TensorBoard
-    (entries without data left out)."""
-    from utils.depth_metrics import METRIC_NAMES, MODES
+def summary_scalars(accumulator, modes: Optional[Sequence[str]] = None) -> Dict[str, float]:
+    """{"<mode>/<metric>": mean over cameras for each mode of `modes` (eval.scale_modes; None:
+    all), "scale/<camera>": median scale} for TensorBoard (entries without data left out)."""
+    from utils.depth_metrics import METRIC_NAMES, resolve_modes
     result = accumulator.compute()
     values = {}
-    for mode in MODES:
+    for mode in resolve_modes(modes):
         for k, name in enumerate(METRIC_NAMES):
             values[f"{mode}/{name}"] = float(result[mode]["all"][k])
     for camera, stats in result["scale"].items():
@@ -78,15 +79,23 @@ def summary_scalars(accumulator) -> Dict[str, float]:
 # The evaluation run
 
 
-def evaluate(cfg, weight_path: Optional[str] = None, save_vis: bool = False) -> Dict:
+def evaluate(cfg, weight_path: Optional[str] = None, save_vis: bool = False, save_out: bool = False) -> Dict:
     """Evaluate the networks of load.models_to_load from `weight_path` (default
-    data.load_weights_dir) on the "eval" split; returns the metrics dict written to metrics.json."""
+    data.load_weights_dir) on the "eval" split; returns the metrics dict written to metrics.json.
+    A mono_sceneflow model goes to trainer/evaluate_sceneflow.py (KITTI 2015 D1/D2/Fl/SF,
+    submission files with `save_out`, DAVIS point clouds)."""
+    if cfg.model.type == "mono_sceneflow":
+        from trainer.evaluate_sceneflow import run_sceneflow_evaluation
+        return run_sceneflow_evaluation(cfg, weight_path, save_vis=save_vis, save_out=save_out)
+
     from tqdm import tqdm
 
     from dataset.build import build_dataset
     from trainer.distributed import Launch, device_for
     from utils.atomic import write_text_atomic
+    from utils.depth_metrics import resolve_modes
 
+    modes = resolve_modes(cfg.eval.scale_modes)      # a bad list fails now, not after the whole split
     device = device_for(cfg, Launch())
     folder = weight_path or cfg.data.load_weights_dir
     model = load_model_for_eval(cfg, folder, device)
@@ -105,9 +114,9 @@ def evaluate(cfg, weight_path: Optional[str] = None, save_vis: bool = False) -> 
             save_depth_pictures(cfg, depth, index)
         index += depth.shape[0]
     print(f"{cfg.name}: {index} samples, weights {folder}")
-    print(accumulator.format_table())
-    result = {"config": cfg.name, "weights": folder, "num_samples": index,
-              "cameras": list(cfg.data.cameras), **accumulator.to_dict()}
+    print(accumulator.format_table(modes=modes))
+    result = {"config": cfg.name, "weights": folder, "num_samples": index, "cameras": list(cfg.data.cameras),
+              "scale_modes": modes, **accumulator.to_dict(modes=modes)}
     path = os.path.join(cfg.data.log_path, "eval", "metrics.json")
     write_text_atomic(path, json.dumps(result, indent=2) + "\n")
     print(f"metrics written to {path}")

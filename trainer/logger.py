@@ -94,10 +94,30 @@ def batch_picture(batch: Mapping, depth: torch.Tensor, max_width: int = 1600) ->
     return tile_images([inputs, depths], max_width=max_width)
 
 
+def visual_pictures(visuals: Mapping[str, torch.Tensor], max_width: int = 1600) -> Dict[str, np.ndarray]:
+    """{name: picture} of an algorithm's visuals (models.base.Algorithm.visuals: [B, N, C, H, W],
+    C 1 or 3, in [0, 1]): the first item, its cameras side by side, at half size as batch_picture
+    (grey maps drawn in grey)."""
+    from utils.visualization import tile_images, to_uint8_rgb
+
+    pictures = {}
+    for name, images in visuals.items():
+        if images.dim() != 5 or images.shape[2] not in (1, 3):
+            raise ValueError(f"visuals()[{name!r}] must be [B, N, C, H, W] with C 1 or 3, got {tuple(images.shape)}")
+        first = images[0].detach().float()                         # [N, C, H, W]
+        half = (max(1, first.shape[-2] // 2), max(1, first.shape[-1] // 2))
+        first = torch.nn.functional.interpolate(first, size=half, mode="area").expand(-1, 3, -1, -1)
+        pictures[name] = tile_images([[to_uint8_rgb(first[n].clamp(0, 1)) for n in range(first.shape[0])]],
+                                     max_width=max_width)
+    return pictures
+
+
 def log_batch(logger: NullLogger, split: str, step: int, losses: Optional[Mapping[str, torch.Tensor]] = None,
               depth: Optional[torch.Tensor] = None, batch: Optional[Mapping] = None,
-              extra: Optional[Mapping[str, float]] = None) -> None:
-    """Scalars (loss terms, depth statistics, `extra`) and the picture of one batch."""
+              extra: Optional[Mapping[str, float]] = None,
+              visuals: Optional[Mapping[str, torch.Tensor]] = None) -> None:
+    """Scalars (loss terms, depth statistics, `extra`), the picture of one batch and one picture
+    per entry of `visuals` (tag visuals/<name>)."""
     if not logger.enabled:
         return
     values: Dict[str, float] = {}
@@ -110,3 +130,5 @@ def log_batch(logger: NullLogger, split: str, step: int, losses: Optional[Mappin
     logger.scalars(split, values, step)
     if depth is not None and batch is not None:
         logger.image(split, "inputs_and_depth", batch_picture(batch, depth), step)
+    for name, picture in visual_pictures(visuals or {}).items():
+        logger.image(split, f"visuals/{name}", picture, step)

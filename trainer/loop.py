@@ -9,7 +9,9 @@ feeds its networks, its losses); the loop never looks inside.
 Data order: every run samples with a DistributedSampler (one replica in a single process) seeded
 with training.seed and the epoch, so a run of N processes with batch b sees at each step exactly
 the samples one process with batch N*b sees, and a resumed run skips precisely the samples the
-interrupted run had consumed in its epoch.
+interrupted run had consumed in its epoch. A dataset of two `parts` (the KITTI 2015 + KITTI raw
+fine-tuning combination) is batched by ResumableAlternatingSampler instead: batches alternate
+between the parts, with the same guarantees of resume.
 
 Validation, logging and checkpoints happen on rank 0 only (VFDepth): one validation batch at the
 logging cadence (every logging.log_frequency steps while the step is below logging.early_phase,
@@ -24,17 +26,19 @@ the run continues at the saved step; a folder of weights only (e.g. converted re
 initialises the networks of load.models_to_load and training starts at step 0.
 """
 
+import itertools
 import math
 import os
 import sys
 import warnings
-from typing import Dict, Iterator, Optional
+from typing import Dict, Iterator, List, Optional
 
 import torch
 import torch.distributed
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from dataset.splits import AlternatingBatchSampler
 from trainer import distributed as dist_utils
 from trainer.evaluate import autocast, metrics_accumulator, summary_scalars, to_device, update_metrics
 from trainer.logger import build_logger, log_batch
@@ -63,10 +67,54 @@ class ResumableSampler(DistributedSampler):
         return max(0, self.num_samples - self.start)
 
 
+class ResumableAlternatingSampler(AlternatingBatchSampler):
+    """The batch sampler of a dataset made of two parts (`parts` = their lengths, e.g. KITTI 2015
+    and KITTI raw for fine-tuning): dataset.splits.AlternatingBatchSampler, whose batches take
+    turns between the parts and are a function of (seed, epoch), with ResumableSampler's
+    interface for the loop: `num_samples` per process per epoch and `set_start`, which skips the
+    batches of the coming epoch that an interrupted run had consumed."""
+
+    def __init__(self, parts, batch_size: int, num_replicas: int, rank: int, seed: int):
+        if len(parts) != 2:
+            raise ValueError(f"alternating batches need a dataset of two parts, got parts={tuple(parts)}")
+        super().__init__(parts[0], parts[1], batch_size=batch_size, shuffle=True, seed=seed,
+                         num_replicas=num_replicas, rank=rank)
+        self.start = 0
+
+    @property
+    def num_samples(self) -> int:
+        return self.num_batches * self.batch_size
+
+    def set_start(self, start: int) -> None:
+        """`start` samples of the epoch are done (the loop counts whole batches: a multiple of
+        batch_size)."""
+        self.start = int(start) // self.batch_size
+
+    def __iter__(self) -> Iterator[List[int]]:
+        # The same (seed, epoch) gives the same batches: dropping the first ones resumes exactly.
+        return itertools.islice(super().__iter__(), self.start, None)
+
+    def __len__(self) -> int:
+        return max(0, self.num_batches - self.start)
+
+
 def is_log_step(cfg, step: int) -> bool:
     """The reference's cadence, for the 0-based index of the step just taken."""
     log = cfg.logging
     return step % (log.log_frequency if step < log.early_phase else log.late_log_frequency) == 0
+
+
+def train_mode(model: nn.Module, freeze_bn: bool = False) -> nn.Module:
+    """model.train(); with `freeze_bn` (training.freeze_bn) every BatchNorm layer goes back to eval
+    mode, so that it normalises with its running statistics and never updates them: a step then
+    does not depend on which samples share a batch, and N processes with batch b take the same
+    step as one process with batch N*b (what SyncBatchNorm gives on GPUs only)."""
+    model.train()
+    if freeze_bn:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):   # BatchNorm1d/2d/3d and SyncBatchNorm
+                module.eval()
+    return model
 
 
 def replica_checksum(model: nn.Module) -> float:
@@ -176,6 +224,17 @@ class Trainer:
         from dataset.build import build_dataset
         t = self.cfg.training
         dataset = build_dataset(self.cfg, "train")
+        if getattr(dataset, "parts", None) is not None:
+            # Fine-tuning combination (dataset/build.py kitti_finetune): every batch from one part,
+            # the parts taking turns. One dataset per batch is also what lets the default collate
+            # stack them: the parts' samples carry different keys (KITTI 2015 ground truth or none).
+            sampler = ResumableAlternatingSampler(dataset.parts, t.batch_size, self.launch.world_size,
+                                                  self.launch.rank, t.seed)
+            loader = DataLoader(dataset, batch_sampler=sampler, num_workers=t.num_workers,
+                                pin_memory=self.device.type == "cuda",
+                                generator=torch.Generator().manual_seed(t.seed + self.launch.rank),
+                                persistent_workers=False)
+            return dataset, sampler, loader
         sampler = ResumableSampler(dataset, self.launch.world_size, self.launch.rank, t.seed)
         if sampler.num_samples < t.batch_size:
             raise RuntimeError(f"the training split has {len(dataset)} samples ({sampler.num_samples} per "
@@ -242,7 +301,8 @@ class Trainer:
         self.sampler.set_start(self.batch_in_epoch * self.cfg.training.batch_size)
         if hasattr(self.train_set, "set_epoch"):
             self.train_set.set_epoch(epoch)
-        self.algo.train()
+        train_mode(self.algo, self.cfg.training.freeze_bn)
+        self.algo.set_epoch(epoch)       # epoch-dependent losses (models.base.Algorithm.set_epoch)
         for batch in self.train_loader:
             losses, outputs, batch = self._train_step(batch)
             self.batch_in_epoch += 1
@@ -320,7 +380,18 @@ class Trainer:
         extra = {"lr": current_lr(self.optimizer), "nonfinite_steps": float(self.nonfinite_total)}
         if self.scaler.is_enabled():
             extra["amp/scale"] = float(self.scaler.get_scale())
-        log_batch(self.logger, "train", self.step, losses=losses, depth=depth, batch=batch, extra=extra)
+        log_batch(self.logger, "train", self.step, losses=losses, depth=depth, batch=batch, extra=extra,
+                  visuals=self._visuals(batch, outputs))
+
+    def _visuals(self, batch: Dict, outputs: Dict) -> Dict[str, torch.Tensor]:
+        """The algorithm's pictures of a batch (none when nothing is logged). They may recompute
+        what the losses drew random numbers for (the auto-mask's tie-breaking noise): the RNG
+        states are restored afterwards, so that logging never changes the course of a run."""
+        if not self.logger.enabled:
+            return {}
+        devices = [self.device.index] if self.device.type == "cuda" else []
+        with torch.no_grad(), autocast(self.cfg, self.device), torch.random.fork_rng(devices=devices):
+            return self.algo.visuals(batch, outputs)
 
     def _next_val_batch(self) -> Optional[Dict]:
         if self.val_loader is None:
@@ -346,14 +417,16 @@ class Trainer:
                 outputs = self.algo(batch)
                 losses = self.algo.compute_losses(batch, outputs)
                 depth = self.algo.predict(batch, outputs).depth
+            visuals = self._visuals(batch, outputs)
         finally:
-            self.algo.train()
+            train_mode(self.algo, self.cfg.training.freeze_bn)
         extra = {}
         if "depth_gt" in batch:
             accumulator = metrics_accumulator(self.cfg)
             update_metrics(accumulator, batch, depth)
-            extra = summary_scalars(accumulator)
-        log_batch(self.logger, "val", self.step, losses=losses, depth=depth, batch=batch, extra=extra)
+            extra = summary_scalars(accumulator, self.cfg.eval.scale_modes)
+        log_batch(self.logger, "val", self.step, losses=losses, depth=depth, batch=batch, extra=extra,
+                  visuals=visuals)
         self.logger.flush()
         metric = " ".join(f"{k.split('/')[0]} abs_rel {v:.3f}" for k, v in extra.items() if k.endswith("/abs_rel"))
         self._note(f"val step {self.step}: loss {float(losses['total']):.4f}" + (f" | {metric}" if metric else ""))

@@ -112,6 +112,9 @@ class DataConfig:
     rel_cam_list: Optional[List[List[int]]] = key(
         None, help="neighbouring cameras of each camera (default: the reference table for six cameras, "
                    "the other camera for a pair; otherwise derived from calibration by the model)")
+    kitti2015_train_split: str = key("train", choices=("train", "full"),
+                                     help="KITTI 2015 scenes that training (kitti_2015, kitti_finetune) reads: train = "
+                                          "multi-mono-sf's 160 (the other 40 validate), full = all 200 (fine-tuning stage 2)")
     synthetic: bool = key(False, help="render the synthetic world into data_path on first use "
                                       "(the embedded default: nothing to download)")
     synthetic_scenes: int = key(2, minimum=1, help="synthetic world: scenes (drives) to render")
@@ -168,6 +171,10 @@ class TrainingConfig:
     channels_last: bool = key(False)
     compile: bool = key(False, help="torch.compile the networks")
     max_nonfinite_steps: int = key(10, minimum=1, help="stop after this many consecutive non-finite losses")
+    freeze_bn: bool = key(False, help="keep every BatchNorm layer in eval mode while training: the running "
+                                      "statistics (e.g. ImageNet's) normalise and are not updated; the affine "
+                                      "weights still train. Makes the step independent of how the batch is "
+                                      "split over processes (no SyncBatchNorm on the CPU)")
 
 
 @dataclass
@@ -202,6 +209,10 @@ class EvalConfig:
     crop: Optional[str] = key(None, choices=("garg", "eigen"), help="evaluation crop (KITTI)")
     flip_post_process: bool = key(True, help="scene flow: average with the flipped pass")
     save_out: bool = key(False, help="scene flow: write KITTI submission PNGs")
+    kitti_split: str = key("full", choices=("full", "train", "val", "test"),
+                           help="KITTI 2015 scenes of the eval split: full = the 200 training scenes (with "
+                                "ground truth), train / val = multi-mono-sf's 160 / 40 of them, test = the "
+                                "200 testing scenes (no ground truth: for --save_out / --save_vis)")
     save_vis: bool = key(False)
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "masked_median",
     "crop_mask",
     "depth_metrics_per_image",
+    "resolve_modes",
     "DepthMetricsAccumulator",
 ]
 
@@ -292,6 +293,19 @@ def depth_metrics_per_image(
 # ----------------------------------------------------------------------------------------------
 # Accumulator
 # ----------------------------------------------------------------------------------------------
+def resolve_modes(modes: Optional[Sequence[str]]) -> List[str]:
+    """The scaling modes to report (eval.scale_modes) in the given order, once each; None: all of
+    MODES. Unknown modes or an empty list are an error: a table without rows would read like a
+    model without results."""
+    if modes is None:
+        return list(MODES)
+    chosen = list(dict.fromkeys(modes))
+    unknown = [m for m in chosen if m not in MODES]
+    if unknown or not chosen:
+        raise ValueError(f"scale modes {list(modes)}: choose one or more of {list(MODES)}")
+    return chosen
+
+
 def _nan_to_none(x: float) -> Optional[float]:
     return None if (x is None or not math.isfinite(x)) else float(x)
 
@@ -459,8 +473,11 @@ class DepthMetricsAccumulator:
         out["num_images"] = {name: int(counts[j]) for j, name in enumerate(names)}
         return out
 
-    def to_dict(self) -> Dict[str, object]:
-        """JSON-ready nested dict (floats, NaN written as None)."""
+    def to_dict(self, modes: Optional[Sequence[str]] = None) -> Dict[str, object]:
+        """JSON-ready nested dict (floats, NaN written as None) with a block per mode of `modes`
+        (eval.scale_modes; None: all). "scale" (the median-scaling ratios) is always there: it
+        says how far the raw prediction is from metric scale, whichever modes are reported."""
+        chosen = resolve_modes(modes)
         res = self.compute()
         names = res["names"]
         d: Dict[str, object] = {
@@ -469,7 +486,7 @@ class DepthMetricsAccumulator:
                          "align_corners": self.align_corners},
             "num_images": res["num_images"],
         }
-        for mode in MODES:
+        for mode in chosen:
             block = res[mode]
             d[mode] = {
                 "per_camera": {name: {m: _nan_to_none(float(block["per_camera"][j, k])) for k, m in enumerate(METRIC_NAMES)}
@@ -480,13 +497,15 @@ class DepthMetricsAccumulator:
                       for name, s in res["scale"].items()}
         return d
 
-    def format_table(self, precision: int = 3) -> str:
-        """The printed table: for each mode, one row per camera plus "all"."""
+    def format_table(self, precision: int = 3, modes: Optional[Sequence[str]] = None) -> str:
+        """The printed table: for each mode of `modes` (eval.scale_modes; None: all), one row per
+        camera plus "all"; then the median-scaling ratios (see to_dict)."""
+        chosen = resolve_modes(modes)
         res = self.compute()
         names = list(res["names"]) + ["all"]
         width = max([len(n) for n in names] + [8])
         lines: List[str] = []
-        for mode in MODES:
+        for mode in chosen:
             block = res[mode]
             header = f"{mode:<{width}} | " + " | ".join(f"{m:>8}" for m in METRIC_NAMES)
             lines.append(header)
