@@ -34,6 +34,8 @@ def ensure_synthetic_data(cfg) -> str:
     """Render the synthetic world for `cfg` unless it is already there with the same parameters."""
     from dataset.synthetic.writers import ensure_synthetic_dataset  # the renderer is heavy: import on use
 
+    if cfg.data.dataset == "kitti_finetune":
+        return _ensure_synthetic_finetune(cfg, ensure_synthetic_dataset)
     fmt = SYNTHETIC_FORMATS.get(cfg.data.dataset)
     if fmt is None:
         raise ValueError(f"data.synthetic: the synthetic world has no {cfg.data.dataset!r} format; "
@@ -42,6 +44,18 @@ def ensure_synthetic_data(cfg) -> str:
     return ensure_synthetic_dataset(fmt, cfg.data.synthetic_root, scenes=cfg.data.synthetic_scenes,
                                     frames=cfg.data.synthetic_frames, height=height, width=width,
                                     seed=cfg.data.synthetic_seed, progress=True)
+
+
+def _ensure_synthetic_finetune(cfg, ensure_synthetic_dataset) -> str:
+    """kitti_finetune reads `<data_path>/KITTI_flow` (KITTI 2015) and `<data_path>/KITTI_raw`: render
+    the synthetic world in both formats there, with the same parameters."""
+    height, width = cfg.data.synthetic_hw or (None, None)
+    root = cfg.data.synthetic_root
+    for folder, fmt in (("KITTI_flow", "kitti_2015"), ("KITTI_raw", "kitti_raw")):
+        ensure_synthetic_dataset(fmt, os.path.join(root, folder), scenes=cfg.data.synthetic_scenes,
+                                 frames=cfg.data.synthetic_frames, height=height, width=width,
+                                 seed=cfg.data.synthetic_seed, progress=True)
+    return root
 
 
 # ----------------------------------------------------------------------------------------------
@@ -100,7 +114,9 @@ def _build_kitti_raw(cfg, split, root=None):
 def _build_kitti_2015(cfg, split, root=None):
     from dataset.kitti_2015 import Kitti2015Dataset
     train = split == "train"
-    kitti_split = {"train": "train", "val": "val", "eval": "full"}[split]
+    # eval.kitti_split: the 200 training scenes with ground truth ("full"), or the testing scenes
+    # ("test", images only: for the submission files)
+    kitti_split = {"train": cfg.data.kitti2015_train_split, "val": "val", "eval": cfg.eval.kitti_split}[split]
     return Kitti2015Dataset(root or cfg.data.data_path, split=kitti_split, frame_ids=cfg.data.frame_ids,
                             image_hw=_image_hw(cfg), requirements=_requirements(cfg, split),
                             convention=cfg.data.intrinsics_convention, augment=train,
@@ -116,9 +132,22 @@ def _build_kitti_finetune(cfg, split):
     if split != "train":
         return flow
     raw = _build_kitti_raw(cfg, split, os.path.join(cfg.data.data_path, "KITTI_raw"))
-    combined = ConcatDataset([flow, raw])
-    combined.parts = (len(flow), len(raw))
-    return combined
+    return AlternatingParts([flow, raw])
+
+
+class AlternatingParts(ConcatDataset):
+    """ConcatDataset of two datasets whose batches alternate (trainer/loop.py uses
+    dataset.splits.AlternatingBatchSampler when a dataset has `parts`): `parts` = their lengths, and
+    set_epoch reaches both, so that their augmentation draws change with the epoch."""
+
+    def __init__(self, datasets):
+        super().__init__(datasets)
+        self.parts = tuple(len(d) for d in self.datasets)
+
+    def set_epoch(self, epoch: int) -> None:
+        for d in self.datasets:
+            if hasattr(d, "set_epoch"):
+                d.set_epoch(epoch)
 
 
 def _build_image_folder(cfg, split):
