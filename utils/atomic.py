@@ -10,6 +10,13 @@ from typing import IO, Iterator
 import numpy as np
 
 
+def _umask() -> int:
+    """The process umask (reading it means setting it; set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_open(path: os.PathLike, mode: str = "wb", encoding=None) -> Iterator[IO]:
     """Open a temporary file beside `path` for writing; on a clean exit it replaces `path`, on an
@@ -21,6 +28,8 @@ def atomic_open(path: os.PathLike, mode: str = "wb", encoding=None) -> Iterator[
     try:
         with os.fdopen(fd, mode, encoding=encoding) as f:
             yield f
+        # mkstemp creates 0600; give the file the mode a plain open() would (0666 minus umask)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
