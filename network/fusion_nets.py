@@ -25,6 +25,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.profiler import record_function   # stage names for tools/benchmark.py --profile
 
 from .blocks import pack_cameras, unpack_cameras
 from .pose_decoder import PoseDecoder
@@ -110,13 +111,15 @@ class FusedDepthNet(nn.Module):
     def camera_features(self, images: torch.Tensor) -> torch.Tensor:
         """[B, N, 3, H, W] -> aggregated features [B, N, C, h, w]."""
         b, n = images.shape[:2]
-        return unpack_cameras(self.aggregation(self.encoder(pack_cameras(images))), b, n)
+        with record_function("encoders"):
+            return unpack_cameras(self.aggregation(self.encoder(pack_cameras(images))), b, n)
 
     def volume(self, images, K, extrinsics, masks) -> torch.Tensor:
         """The fused volume [B, 64, nz, ny, nx] of the cameras' images."""
         features = self.camera_features(images)
         K_feat = feature_intrinsics(K, images.shape[-2:], features.shape[-2:], self.convention)
-        return self.fusion_net.fuse(features, K_feat, extrinsics, masks)
+        with record_function("back-projection"):
+            return self.fusion_net.fuse(features, K_feat, extrinsics, masks)
 
     def render(self, volume: torch.Tensor, K: torch.Tensor, extrinsics: torch.Tensor, image_hw: Sequence[int],
                feature_hw: Sequence[int], use_cache: bool = True) -> torch.Tensor:
@@ -125,8 +128,12 @@ class FusedDepthNet(nn.Module):
         use_cache=False for one-off cameras (random novel views)."""
         b, n = K.shape[:2]
         K_feat = feature_intrinsics(K, image_hw, feature_hw, self.convention)
-        projected = self.fusion_net.project(volume, K_feat, extrinsics, feature_hw, use_cache)
-        return unpack_cameras(self.decoder(projected, image_hw), b, n)
+        with record_function("projection to images"):
+            sampled = self.fusion_net.sample_views(volume, K_feat, extrinsics, feature_hw, use_cache)
+        with record_function("fusion convolutions"):
+            projected = self.fusion_net.reduce_dim(sampled.flatten(1, 2))
+        with record_function("decoder"):
+            return unpack_cameras(self.decoder(projected, image_hw), b, n)
 
     def feature_size(self, image_hw: Sequence[int]) -> Tuple[int, int]:
         """Size of the fusion-level feature map of a ResNet for an image of image_hw."""
@@ -139,7 +146,8 @@ class FusedDepthNet(nn.Module):
         """-> (sigmoid disparity [B, N, 1, H, W], volume [B, 64, nz, ny, nx])."""
         features = self.camera_features(images)
         K_feat = feature_intrinsics(K, images.shape[-2:], features.shape[-2:], self.convention)
-        volume = self.fusion_net.fuse(features, K_feat, extrinsics, masks)
+        with record_function("back-projection"):
+            volume = self.fusion_net.fuse(features, K_feat, extrinsics, masks)
         disp = self.render(volume, K, extrinsics, images.shape[-2:], features.shape[-2:])
         return disp, volume
 
@@ -164,10 +172,15 @@ class FusedPoseNet(nn.Module):
     def forward(self, first, second, K, extrinsics, masks=None) -> Tuple[torch.Tensor, torch.Tensor]:
         b, n = first.shape[:2]
         pairs = torch.cat([pack_cameras(first), pack_cameras(second)], dim=1)
-        features = unpack_cameras(self.aggregation(self.encoder(pairs)), b, n)
+        with record_function("encoders"):
+            features = unpack_cameras(self.aggregation(self.encoder(pairs)), b, n)
         K_feat = feature_intrinsics(K, first.shape[-2:], features.shape[-2:], self.convention)
-        bev = self.fusion_net(features, K_feat, extrinsics, masks)
-        axis_angle, translation = self.pose_decoder(bev)
+        with record_function("back-projection"):
+            volume = self.fusion_net.fuse(features, K_feat, extrinsics, masks)
+        with record_function("fusion convolutions"):
+            bev = self.fusion_net.bird_eye_view(volume)
+        with record_function("decoder"):
+            axis_angle, translation = self.pose_decoder(bev)
         axis_angle, translation = axis_angle.reshape(b, 3), translation.reshape(b, 3)
         if self.max_translation is not None:
             translation = translation.clamp(-self.max_translation, self.max_translation)

@@ -450,11 +450,15 @@ class PoseVolumeFusion(nn.Module):
         nz, ny, nx = self.grid.volume_shape
         return fused.reshape(b, nz, ny, nx, c + 1).permute(0, 4, 1, 2, 3)
 
-    def forward(self, features, K_feat, extrinsics, masks) -> torch.Tensor:
-        """-> bird's-eye-view features [B, out_dim, ny/4, nx/4] (channel c·nz + z before the convs)."""
-        volume = self.fuse(features, K_feat, extrinsics, masks)
+    def bird_eye_view(self, volume: torch.Tensor) -> torch.Tensor:
+        """Mean volume [B, C+1, nz, ny, nx] -> BEV features [B, out_dim, ny/4, nx/4] (the heights
+        folded into the channels, c·nz + z, before the two stride-2 convolutions)."""
         b, c, nz, ny, nx = volume.shape
         return self.reduce_dim(volume.reshape(b, c * nz, ny, nx))
+
+    def forward(self, features, K_feat, extrinsics, masks) -> torch.Tensor:
+        """-> bird's-eye-view features [B, out_dim, ny/4, nx/4]."""
+        return self.bird_eye_view(self.fuse(features, K_feat, extrinsics, masks))
 
 
 # ------------------------------------------------------------------------ plain formulation

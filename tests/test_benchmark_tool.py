@@ -12,7 +12,7 @@ CONFIG = os.path.join(ROOT, "configs", "synthetic", "ddad_surround_fusion.yaml")
 def test_loader_throughput_report(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)              # the demo config names its data relative to the project root
     out = tmp_path / "bench.json"
-    status = benchmark.main([f"--config_file={CONFIG}", "--split=val", "--batches=2", "--workers=0",
+    status = benchmark.main([f"--config_file={CONFIG}", "--loader", "--split=val", "--batches=2", "--workers=0",
                              f"--json={out}", "eval.eval_batch_size=2"])
     assert status == 0
     result = json.loads(out.read_text())

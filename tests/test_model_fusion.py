@@ -3,8 +3,13 @@ shapes and gradients for rigs of 1, 2 and 6 cameras, the canonical rig motion, n
 rendering, and the spatial warp between synthetic cameras with the true depth.
 
 Tiny data: the synthetic DDAD world at 48x80 through the real adapter, a coarse voxel grid."""
+import json
+
 import pytest
 import torch
+
+import eval as eval_entry
+import train as train_entry
 
 from dataset.build import build_dataset
 from dataset.synthetic import render_sequence
@@ -27,15 +32,28 @@ def _seed():
     torch.manual_seed(0)
 
 
-@pytest.fixture(scope="module")
-def make_cfg(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fusion_world")
-    base = [f"data.data_path={root}/ddad/ddad.json", f"data.mask_path={root}/ddad/masks",
-            f"data.synthetic_hw=[{H}, {W}]", f"training.height={H}", f"training.width={W}",
-            "data.synthetic_frames=4", "data.synthetic_scenes=1", "model.weights_init=false"] + TINY_GRID
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: two threads on the 2 shared cores of CI mostly wait for each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
+
+@pytest.fixture(scope="module")
+def world_overrides(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fusion_world")
+    return [f"data.data_path={root}/ddad/ddad.json", f"data.mask_path={root}/ddad/masks",
+            f"data.synthetic_hw=[{H}, {W}]", f"training.height={H}", f"training.width={W}",
+            "data.synthetic_frames=4", "data.synthetic_scenes=2", "model.weights_init=false",
+            "training.num_workers=0", "eval.eval_num_workers=0"] + TINY_GRID
+
+
+@pytest.fixture(scope="module")
+def make_cfg(world_overrides):
     def make(*overrides):
-        return load_config(CONFIG, base + list(overrides))
+        return load_config(CONFIG, world_overrides + list(overrides))
     return make
 
 
@@ -170,3 +188,50 @@ def test_spatial_warp_between_two_synthetic_cameras_with_the_true_depth_reproduc
     # medians: a few pixels are occluded in one camera and not in the other (cars, kerbs)
     assert float(error[overlap].median()) < 0.005
     assert float(error[both].median()) < 0.25 * float(wrong[both].median())
+
+
+def test_depth_synthesis_branch_trains_novel_views_from_the_same_volume(make_cfg, train_batch):
+    # focal_length_scale 0: at 48x80 (fx ~ 40 px) the focal scaling would put every depth of a random
+    # network below min_depth, where no synthesis target is valid
+    model = build_model(make_cfg("training.aug_depth=true", "training.focal_length_scale=0")).train()
+    out = model(train_batch)
+    aug = out["aug"]
+    assert aug["depth"].shape == aug["disp"].shape == (2, 6, 1, H, W)
+    # the novel cameras are the real ones turned about the rig origin: same centre height, other axes
+    E, E_aug = train_batch["extrinsics"], aug["E"]
+    assert torch.allclose(E_aug[..., :3, 3].norm(dim=-1), E[..., :3, 3].norm(dim=-1), atol=1e-5)
+    assert not torch.allclose(E_aug, E, atol=1e-3)
+    losses = model.compute_losses(train_batch, out)
+    assert {"depth_consistency", "depth_smoothness"} <= set(losses)
+    assert losses["depth_consistency"] > 0
+    total = sum(v for k, v in losses.items() if k != "total")
+    assert torch.allclose(losses["total"], total)
+    grads = torch.autograd.grad(losses["depth_consistency"], [model.depth_net.decoder.decoder[-1][0].weight,
+                                                              model.depth_net.fusion_net.conv_non_overlap[0].weight])
+    assert all(g.abs().sum() > 0 for g in grads)
+    assert "aug" not in model.eval()(train_batch)                   # evaluation renders the real cameras only
+
+
+def test_train_then_eval_with_the_synthesis_sweep_leaves_the_metrics_unchanged(world_overrides, tmp_path, capsys):
+    common = world_overrides + [f"data.log_dir={tmp_path}", "data.cameras=[camera_01, camera_05, camera_06]",
+                                "data.rel_cam_list=[[1, 2], [0], [0]]"]
+    assert train_entry.main(["--config_file", CONFIG, *common, "training.max_steps=2", "training.aug_depth=true",
+                             "logging.log_frequency=1"]) == 0
+    run = tmp_path / "ddad_surround_fusion"
+    weights = run / "models" / "weights_0"
+    assert (weights / "depth_net.pth").is_file() and (weights / "pose_net.pth").is_file()
+    metrics = []
+    for sweep in ("false", "true"):
+        capsys.readouterr()
+        assert eval_entry.main(["--config_file", CONFIG, "--weight_path", str(weights), *common,
+                                f"eval.syn_visualize={sweep}", "eval.syn_stride=100", "eval.syn_idx=1"]) == 0
+        metrics.append(json.loads((run / "eval" / "metrics.json").read_text()))
+    assert "novel-view synthesis of sample 1" in capsys.readouterr().out
+    assert metrics[0]["metric"] == metrics[1]["metric"] and metrics[0]["num_samples"] == metrics[1]["num_samples"] > 0
+    pictures = sorted(p.name for p in (run / "syn_results").glob("*_syndepth.png"))
+    assert pictures == [f"{i:03d}_syndepth.png" for i in range(0, 767, 100)]
+    assert (run / "syn_results" / "synthesis.gif").is_file()
+    with pytest.raises(ValueError, match="syn_idx"):
+        from trainer.evaluate import render_synthesis_sweep
+        cfg = load_config(CONFIG, common + ["eval.syn_idx=99"], mode="eval")
+        render_synthesis_sweep(cfg, build_model(cfg).eval(), build_dataset(cfg, "eval"), torch.device("cpu"))

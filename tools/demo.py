@@ -2,10 +2,11 @@
 
 Renders the synthetic DDAD world on first use (data/synthetic/ddad, about a minute on 2 cores),
 reads one validation sample through the DDAD loader exactly as real DDAD data is read and writes a
-preview picture (results/ddad_baseline/inspect/val_0.png), then trains the per-camera baseline on
-it for the config's two short epochs on the CPU (random initialisation: nothing to download) and
-evaluates it, printing the metric tables (results/ddad_baseline/eval/metrics.json). Every shipped
-config is validated first.
+preview picture (results/ddad_surround_fusion/inspect/val_0.png), then trains VFDepth's surround
+fusion model on it for the config's short schedule on the CPU (random initialisation: nothing to
+download), evaluates it, printing the metric tables (results/ddad_surround_fusion/eval/metrics.json),
+and renders the novel-view depth sweep of one sample (results/ddad_surround_fusion/syn_results/).
+Every shipped config is validated first.
 """
 
 import glob
@@ -19,7 +20,7 @@ from tools import inspect_dataset  # noqa: E402
 from utils.cli import describe  # noqa: E402
 from utils.config import ConfigError, load_config  # noqa: E402
 
-DEMO_CONFIG = os.path.join("configs", "synthetic", "ddad_baseline.yaml")
+DEMO_CONFIG = os.path.join("configs", "synthetic", "ddad_surround_fusion.yaml")
 DEMO_OVERRIDES = ["model.weights_init=false"]
 
 

@@ -120,7 +120,39 @@ def evaluate(cfg, weight_path: Optional[str] = None, save_vis: bool = False, sav
     path = os.path.join(cfg.data.log_path, "eval", "metrics.json")
     write_text_atomic(path, json.dumps(result, indent=2) + "\n")
     print(f"metrics written to {path}")
+    if cfg.eval.syn_visualize:
+        render_synthesis_sweep(cfg, model, dataset, device)
     return result
+
+
+def render_synthesis_sweep(cfg, model, dataset, device: torch.device):
+    """The novel-view depth sweep of camera 0 (roll, pitch, focal length, a full yaw turn; spec
+    vfdepth §3.6) for sample eval.syn_idx, into <data.log_path>/syn_results/ as NNN_syndepth.png
+    and synthesis.gif. Runs after the full-set metrics, so it cannot change them."""
+    from torch.utils.data import default_collate
+
+    from models.depth_synthesis import render_sweep
+
+    if not getattr(model, "fused_depth", False):
+        raise ValueError("eval.syn_visualize: novel-view depth synthesis needs the fusion depth network "
+                         f"(model.depth_model: fusion), not {cfg.model.depth_model!r}")
+    index = cfg.eval.syn_idx or 0
+    if not 0 <= index < len(dataset):
+        raise ValueError(f"eval.syn_idx: {index} is not a sample of the evaluation split (0..{len(dataset) - 1})")
+    batch = to_device(default_collate([dataset[index]]), device)
+    with torch.no_grad(), autocast(cfg, device):
+        volume = model(batch)["volume"]
+    image_hw = tuple(batch["image"].shape[-2:])
+
+    def render(K, E):
+        with autocast(cfg, device):
+            return model.render_depth(volume, K.to(device), E.to(device), image_hw)[1].float()
+    out_dir = os.path.join(cfg.data.log_path, "syn_results")
+    paths = render_sweep(render, batch["K"][0, 0].cpu(), batch["extrinsics"][0, 0].cpu(), image_hw, out_dir,
+                         stride=cfg.eval.syn_stride)
+    print(f"novel-view synthesis of sample {index}: {len(paths) - 1} frames and {os.path.basename(paths[-1])} "
+          f"written to {out_dir}")
+    return paths
 
 
 def load_model_for_eval(cfg, folder: str, device: torch.device):

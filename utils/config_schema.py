@@ -204,7 +204,9 @@ class EvalConfig:
     eval_max_depth: float = key(200.0, minimum=0.0)
     eval_visualize: bool = key(False)
     syn_visualize: bool = key(False)
-    syn_idx: Optional[int] = key(None, minimum=0, help="batch index for the novel-view synthesis sweep")
+    syn_idx: Optional[int] = key(None, minimum=0, help="sample of the evaluation split for the novel-view "
+                                                        "synthesis sweep (default 0)")
+    syn_stride: int = key(1, minimum=1, help="render every syn_stride-th of the sweep's 767 frames")
     scale_modes: List[str] = key(["metric", "median"], choices=SCALE_MODES)
     crop: Optional[str] = key(None, choices=("garg", "eigen"), help="evaluation crop (KITTI)")
     flip_post_process: bool = key(True, help="scene flow: average with the flipped pass")
