@@ -32,7 +32,9 @@ def test_shipped_configs_load_in_both_modes(path):
     for mode in ("train", "eval"):
         cfg = load_config(path, mode=mode)
         assert cfg.name == os.path.splitext(os.path.basename(path))[0]
-        assert cfg.data.num_cams == len(cfg.data.cameras) == (2 if cfg.data.dataset.startswith("kitti") else 6)
+        # a stereo rig for KITTI, one camera for DAVIS / custom folders, six around the car otherwise
+        expected = 2 if cfg.data.dataset.startswith("kitti") else 1 if cfg.data.dataset in ("davis", "custom") else 6
+        assert cfg.data.num_cams == len(cfg.data.cameras) == expected
         assert 0 in cfg.data.frame_ids and len(cfg.data.frame_ids) >= 3
 
 
