@@ -6,6 +6,7 @@
 """
 
 import os
+import warnings
 from typing import Callable, Dict
 
 from torch.utils.data import ConcatDataset, Dataset
@@ -117,9 +118,20 @@ def _build_kitti_2015(cfg, split, root=None):
     # eval.kitti_split: the 200 training scenes with ground truth ("full"), or the testing scenes
     # ("test", images only: for the submission files)
     kitti_split = {"train": cfg.data.kitti2015_train_split, "val": "val", "eval": cfg.eval.kitti_split}[split]
+    # The fine-tuning scale crop (reference U[0.94, 1]) crops the ground truth too, whose size then
+    # varies from sample to sample: only batches of one can be collated (the reference's batch size).
+    crop_scale = (1.0, 1.0)
+    if train and tuple(cfg.training.crop_scale_range) != (1.0, 1.0):
+        if cfg.training.batch_size == 1:
+            crop_scale = tuple(cfg.training.crop_scale_range)
+        else:
+            warnings.warn(f"training.crop_scale_range={list(cfg.training.crop_scale_range)} is not applied to "
+                          f"KITTI 2015 with training.batch_size={cfg.training.batch_size}: its cropped ground "
+                          f"truth has a different size per sample and batches larger than one cannot be "
+                          f"collated", RuntimeWarning, stacklevel=2)
     return Kitti2015Dataset(root or cfg.data.data_path, split=kitti_split, frame_ids=cfg.data.frame_ids,
                             image_hw=_image_hw(cfg), requirements=_requirements(cfg, split),
-                            convention=cfg.data.intrinsics_convention, augment=train,
+                            convention=cfg.data.intrinsics_convention, augment=train, crop_scale=crop_scale,
                             color_jitter_prob=cfg.training.photometric_prob,
                             color_jitter_strengths=tuple(cfg.training.color_jitter), seed=cfg.training.seed)
 

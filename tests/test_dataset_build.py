@@ -66,6 +66,14 @@ def test_kitti_2015_davis_and_finetune_build(tmp_path):
     flow_items, raw_items = combined.parts
     assert flow_items > 0 and raw_items > 0 and len(combined) == flow_items + raw_items
     assert "kitti2015_disp0" in combined[0] and "kitti2015_disp0" not in combined[flow_items]
+    # the fine-tuning scale crop reaches KITTI 2015 for batches of one, and is refused loudly otherwise
+    flow_part = combined.datasets[0]
+    assert flow_part.crop_scale == tuple(cfg.training.crop_scale_range) != (1.0, 1.0)
+    with pytest.warns(RuntimeWarning, match="crop_scale_range"):
+        batched = build_dataset(load_config(path, kitti_config + ["data.dataset=kitti_finetune",
+                                                                  f"data.data_path={tmp_path}",
+                                                                  "training.batch_size=2"]), "train")
+    assert batched.datasets[0].crop_scale == (1.0, 1.0)
 
     davis_root = tmp_path / "davis" / "JPEGImages" / "480p"
     cfg = load_config(path, kitti_config + ["data.dataset=davis", f"data.data_path={davis_root}",
