@@ -486,3 +486,19 @@ def test_train_then_eval_on_synthetic_nuscenes(tmp_path, capsys):
     assert eval_entry.main(["--config_file", config_file, f"--weight_path={checkpoints[-1]}", *args]) == 0
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
     assert "CAM_FRONT" in json.dumps(metrics) and "abs_rel" in json.dumps(metrics)
+
+
+def test_depth_metrics_of_a_model_predicting_fewer_cameras_than_the_sample_carries(world, tmp_path):
+    """The scene-flow model predicts the left camera of a stereo sample: validation compares it
+    with that camera's ground truth only."""
+    from trainer.evaluate import metrics_accumulator, update_metrics
+    cfg = config(world, tmp_path)
+    gt = torch.rand(2, 2, 1, 8, 8) * 10 + 1
+    batch = {"depth_gt": gt, "mask": torch.ones(2, 2, 1, 8, 8)}
+    accumulator = metrics_accumulator(cfg, num_cameras=1)
+    update_metrics(accumulator, batch, gt[:, :1])            # exact for camera 0, camera 1 ignored
+    result = accumulator.compute()
+    assert result["names"] == [cfg.data.cameras[0]] and result["metric"]["per_camera"].shape[0] == 1
+    assert float(result["metric"]["all"][0]) == 0.0
+    update_metrics(accumulator, batch, gt[:, 1:])            # camera 1's depth is wrong for camera 0
+    assert float(accumulator.compute()["metric"]["all"][0]) > 0.01

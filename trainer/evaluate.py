@@ -46,19 +46,24 @@ def autocast(cfg, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=AMP_DTYPES[cfg.training.amp])
 
 
-def metrics_accumulator(cfg):
-    """A DepthMetricsAccumulator with the config's evaluation protocol."""
+def metrics_accumulator(cfg, num_cameras: Optional[int] = None):
+    """A DepthMetricsAccumulator with the config's evaluation protocol, for the first num_cameras
+    cameras of data.cameras (default all: a model may predict depth for fewer cameras than the
+    sample carries, e.g. the scene-flow model for the left camera of a stereo pair)."""
     from utils.depth_metrics import DepthMetricsAccumulator
-    return DepthMetricsAccumulator(cfg.data.cameras, min_depth=cfg.eval.eval_min_depth,
+    return DepthMetricsAccumulator(list(cfg.data.cameras)[:num_cameras], min_depth=cfg.eval.eval_min_depth,
                                    max_depth=cfg.eval.eval_max_depth, crop=cfg.eval.crop)
 
 
 def update_metrics(accumulator, batch: Mapping, depth: torch.Tensor) -> None:
-    """Add one batch: predicted depth [B, N, 1, H, W] against batch["depth_gt"], with the mask."""
+    """Add one batch: predicted depth [B, N', 1, H, W] against the ground truth (and masks) of
+    the first N' cameras of batch["depth_gt"]."""
     if "depth_gt" not in batch:
         raise RuntimeError("the evaluation samples carry no ground-truth depth: add gt_depth to "
                            "data.val_requirements (and check data.depth_type)")
-    accumulator.update(depth.float(), batch["depth_gt"], batch.get("mask"))
+    n = depth.shape[1]
+    mask = batch.get("mask")
+    accumulator.update(depth.float(), batch["depth_gt"][:, :n], mask[:, :n] if mask is not None else None)
 
 
 def summary_scalars(accumulator, modes: Optional[Sequence[str]] = None) -> Dict[str, float]:

@@ -422,7 +422,7 @@ class Trainer:
             train_mode(self.algo, self.cfg.training.freeze_bn)
         extra = {}
         if "depth_gt" in batch:
-            accumulator = metrics_accumulator(self.cfg)
+            accumulator = metrics_accumulator(self.cfg, num_cameras=depth.shape[1])
             update_metrics(accumulator, batch, depth)
             extra = summary_scalars(accumulator, self.cfg.eval.scale_modes)
         log_batch(self.logger, "val", self.step, losses=losses, depth=depth, batch=batch, extra=extra,
