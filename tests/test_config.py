@@ -248,3 +248,11 @@ def test_entry_point_reports_config_errors_before_touching_anything(tmp_path):
     assert "did you mean 'training.batch_size'?" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_command_line_overrides_may_surround_the_flags(tmp_path):
+    from utils.cli import config_from_command_line
+    path = write(tmp_path, f"data:\n  data_path: {tmp_path}\n", name="exp.yaml")
+    args, cfg = config_from_command_line("test", "eval", ["--config_file", path, "training.height=64",
+                                                          "--weight_path", str(tmp_path), "training.width=96"])
+    assert (cfg.training.height, cfg.training.width) == (64, 96) and args.weight_path == str(tmp_path)

@@ -28,7 +28,7 @@ def config_from_command_line(description: str, mode: str, argv: Optional[Sequenc
     """Parse arguments and load the config; on a config error print it and exit with status 2.
     Returns (args, cfg). Paths are checked only when the run is really going to start."""
     parser = build_parser(description, mode)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)   # overrides may come before and after the flags
     try:
         cfg = load_config(args.config_file, args.overrides, mode=mode, weight_path=args.weight_path,
                           check_paths=not args.print_config)
