@@ -4,6 +4,7 @@ rendering, and the spatial warp between synthetic cameras with the true depth.
 
 Tiny data: the synthetic DDAD world at 48x80 through the real adapter, a coarse voxel grid."""
 import json
+import math
 
 import pytest
 import torch
@@ -235,3 +236,59 @@ def test_train_then_eval_with_the_synthesis_sweep_leaves_the_metrics_unchanged(w
         from trainer.evaluate import render_synthesis_sweep
         cfg = load_config(CONFIG, common + ["eval.syn_idx=99"], mode="eval")
         render_synthesis_sweep(cfg, build_model(cfg).eval(), build_dataset(cfg, "eval"), torch.device("cpu"))
+
+
+def test_one_batch_overfits(make_cfg, train_batch):
+    """30 Adam steps on one fixed sample (the whole 6-camera rig) cut the loss and its temporal
+    photometric term: the volume, the projection and the canonical pose all learn.
+
+    From scratch at 48x80 this depends on the initialisation (seeds 0, 1, 2: total x0.73, x1.39,
+    x0.71): the rotation outputs of the pose net get gradients ~20x the translation's and move
+    first, and the auto-masked temporal term is not monotone while the mask changes. The next test
+    checks the pose path itself: the loss does fall toward the true motion."""
+    batch = {k: v[:1] for k, v in train_batch.items()}
+    torch.manual_seed(0)
+    model = build_model(make_cfg())
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-4)
+    history = []
+    for _ in range(30):
+        optimizer.zero_grad()
+        losses = model.compute_losses(batch, model(batch))
+        losses["total"].backward()
+        optimizer.step()
+        history.append({name: value.item() for name, value in losses.items()})
+    total = [h["total"] for h in history]
+    assert all(math.isfinite(x) for x in total)
+    assert sum(total[-5:]) / 5 < 0.85 * total[0], total
+    assert history[-1]["temporal"] < 0.9 * history[0]["temporal"], history[-1]
+
+
+def test_temporal_loss_falls_toward_the_true_rig_motion_along_the_canonical_translation(make_cfg):
+    """With the true depth, the temporal loss of canonical motions T(t) (camera 0's frame) falls
+    monotonically from a reversed motion through none to the true forward motion, and its
+    gradient at no motion points toward the truth."""
+    seq = render_sequence("ddad", 3, image_hw=(H, W), seed=0, supersample=1)
+    frame_ids = [0, -1, 1]
+    images = torch.from_numpy(seq.images[[1, 0, 2]]).float().div(255).permute(0, 1, 4, 2, 3)[None]
+    E = torch.from_numpy(seq.T_rig_cam).float()[None]
+    batch = {"image": images.contiguous(), "K": torch.from_numpy(seq.K).float()[None], "extrinsics": E,
+             "mask": torch.from_numpy(seq.self_occlusion).float()[None, :, None], "frame_ids": torch.tensor([frame_ids])}
+    depth = torch.from_numpy(seq.depth[1]).float()[None, :, None]
+    T_world_rig = torch.from_numpy(seq.T_world_rig)
+    truth = compose(invert_transform(E[0, 0]), relative_transform(T_world_rig[2], T_world_rig[1]).float(), E[0, 0])
+    model = build_model(make_cfg())
+
+    def loss(translation):
+        T = pose_from_axis_angle_translation(torch.zeros(1, 3), translation[None])
+        poses = {1: canonical_to_cameras(T, E), -1: canonical_to_cameras(invert_transform(T), E)}
+        torch.manual_seed(0)
+        return model.view_losses(batch, depth, poses)["temporal"]
+
+    t_true = truth[:3, 3]
+    assert t_true.norm() > 0.5
+    values = [float(loss(a * t_true)) for a in (-1.0, -0.5, 0.0, 0.5, 1.0)]
+    assert all(x > y for x, y in zip(values, values[1:])), values
+    assert values[-1] < 0.5 * values[2]
+    step = torch.zeros(3, requires_grad=True)
+    loss(step).backward()
+    assert float(step.grad @ t_true) < 0                 # descent moves toward the true translation
