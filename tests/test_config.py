@@ -256,3 +256,11 @@ def test_command_line_overrides_may_surround_the_flags(tmp_path):
     args, cfg = config_from_command_line("test", "eval", ["--config_file", path, "training.height=64",
                                                           "--weight_path", str(tmp_path), "training.width=96"])
     assert (cfg.training.height, cfg.training.width) == (64, 96) and args.weight_path == str(tmp_path)
+
+
+def test_describe_names_the_networks_only_where_they_apply():
+    from utils.cli import describe
+    fusion = describe(load_config(os.path.join(ROOT, "configs", "ddad", "ddad_surround_fusion.yaml")))
+    assert "model.type=surround_depth depth_model=fusion pose_model=fusion" in fusion
+    flow = describe(load_config(os.path.join(ROOT, "configs", "kitti", "selfsup.yaml")))
+    assert "model.type=mono_sceneflow dataset=kitti_raw" in flow and "depth_model" not in flow

@@ -43,6 +43,9 @@ def config_from_command_line(description: str, mode: str, argv: Optional[Sequenc
 
 def describe(cfg: Config) -> str:
     """One line naming what a config runs, for logs."""
-    return (f"{cfg.name}: model.type={cfg.model.type} depth_model={cfg.model.depth_model} "
+    # depth_model / pose_model choose the networks of surround_depth only
+    variant = (f" depth_model={cfg.model.depth_model} pose_model={cfg.model.pose_model}"
+               if cfg.model.type == "surround_depth" else "")
+    return (f"{cfg.name}: model.type={cfg.model.type}{variant} "
             f"dataset={cfg.data.dataset} cameras={cfg.data.num_cams} "
             f"size={cfg.training.height}x{cfg.training.width} mode={cfg.mode}")
