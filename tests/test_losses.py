@@ -525,3 +525,12 @@ def test_pose_loss_of_a_known_translation_and_rotation_offset():
     many = pose_consistency_loss(T_cams.expand(2, 2, 3, 4, 4), E)
     assert torch.allclose(many, torch.tensor((0.5 + 10 * alpha) / 2, dtype=torch.float64))
     assert pose_consistency_loss(T_cams[:1], E[:1]) == 0
+
+
+def test_ssim_of_several_warps_against_one_target_equals_the_expanded_comparison():
+    torch.manual_seed(0)
+    warps, target = torch.rand(2, 3, 1, 3, 9, 11), torch.rand(1, 3, 9, 11)
+    broadcast = ssim_error(warps, target)
+    expanded = ssim_error(warps, target.expand_as(warps).clone())
+    assert broadcast.shape == (2, 3, 1, 1, 9, 11)
+    assert torch.allclose(broadcast, expanded, atol=1e-6)

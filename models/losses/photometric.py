@@ -21,6 +21,11 @@ def _pool3x3_reflect(x: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), kernel_size=3, stride=1)
 
 
+def _pool(x: torch.Tensor) -> torch.Tensor:
+    """:func:`_pool3x3_reflect` of maps with any leading dims [..., C, H, W]."""
+    return _pool3x3_reflect(x.reshape(-1, *x.shape[-3:])).reshape(x.shape)
+
+
 def ssim_error(x: torch.Tensor, y: torch.Tensor, denominator_eps: float = 0.0) -> torch.Tensor:
     """Per-pixel SSIM dissimilarity clamp((1 - SSIM) / 2, 0, 1), channel-averaged.
 
@@ -35,21 +40,18 @@ def ssim_error(x: torch.Tensor, y: torch.Tensor, denominator_eps: float = 0.0) -
     Returns:
         [..., 1, H, W] in [0, 1].
     """
-    x, y = torch.broadcast_tensors(x, y)
-    lead, (c, h, w) = x.shape[:-3], x.shape[-3:]
-    x = x.reshape(-1, c, h, w)
-    y = y.reshape(-1, c, h, w)
-    mu_x = _pool3x3_reflect(x)
-    mu_y = _pool3x3_reflect(y)
+    # Each image's own statistics are pooled at its own shape: a target compared with several
+    # warps (broadcast over frames and neighbours) is pooled once, not once per warp.
+    mu_x, mu_y = _pool(x), _pool(y)
     # The same operation order for the x-x and x-y terms makes SSIM(x, x) exactly 1.
     mu_xx, mu_yy, mu_xy = mu_x * mu_x, mu_y * mu_y, mu_x * mu_y
-    sigma_x = _pool3x3_reflect(x * x) - mu_xx
-    sigma_y = _pool3x3_reflect(y * y) - mu_yy
-    sigma_xy = _pool3x3_reflect(x * y) - mu_xy
+    sigma_x = _pool(x * x) - mu_xx
+    sigma_y = _pool(y * y) - mu_yy
+    sigma_xy = _pool(x * y) - mu_xy
     numerator = (2 * mu_xy + SSIM_C1) * (2 * sigma_xy + SSIM_C2)
     denominator = (mu_xx + mu_yy + SSIM_C1) * (sigma_x + sigma_y + SSIM_C2) + denominator_eps
     error = torch.clamp((1 - numerator / denominator) / 2, 0, 1)
-    return error.mean(dim=1, keepdim=True).reshape(*lead, 1, h, w)
+    return error.mean(dim=-3, keepdim=True)
 
 
 def l1_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
