@@ -10,7 +10,8 @@ from typing import Sequence, Tuple
 
 import torch
 
-from geometry import backward_warp, compose, invert_transform
+from geometry import (backproject, compose, invert_intrinsics, invert_transform, project, sample_at_pixels,
+                      transform_point_map)
 
 
 def spatial_transform(E_target: torch.Tensor, E_source: torch.Tensor) -> torch.Tensor:
@@ -69,10 +70,12 @@ def warp_views(
         image [..., C, H, W] and mask [..., 1, H, W]: the warped source mask times the validity
         (in front of the source camera and inside its image).  Leading dims broadcast.
     """
-    image, valid = backward_warp(source_images, depth_target, K_target, K_source, T_source_target, mode="bilinear")
-    mask, _ = backward_warp(
-        source_masks.to(image.dtype), depth_target, K_target, K_source, T_source_target, mode="nearest"
-    )
+    # geometry.backward_warp, with the projection computed once for the image and the mask
+    points = transform_point_map(T_source_target, backproject(depth_target, invert_intrinsics(K_target)))
+    pixels, valid = project(points, K_source, image_hw=source_images.shape[-2:])
+    image = sample_at_pixels(source_images, pixels, mode="bilinear")
+    mask = sample_at_pixels(source_masks.to(image.dtype), pixels, mode="nearest")
+    valid = valid.to(depth_target.dtype)
     finite = torch.isfinite(image).all(dim=-3, keepdim=True) & torch.isfinite(mask)
     image = torch.where(torch.isfinite(image), image, torch.zeros_like(image))
     mask = torch.where(finite, mask * valid, torch.zeros_like(mask))
