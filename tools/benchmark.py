@@ -187,6 +187,8 @@ def measure_step(cfg, steps: int, eval_repeats: int, profile: bool, device: torc
     torch.manual_seed(cfg.training.seed)
     generator = torch.Generator().manual_seed(cfg.training.seed)
     model = build_model(cfg, device).train()
+    if cfg.training.channels_last:                                # as the trainer does
+        model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg, model)
     batch = {k: v.to(device) for k, v in random_batch(cfg, cfg.training.batch_size, generator).items()}
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
