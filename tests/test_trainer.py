@@ -486,6 +486,7 @@ def test_train_then_eval_on_synthetic_nuscenes(tmp_path, capsys):
     assert eval_entry.main(["--config_file", config_file, f"--weight_path={checkpoints[-1]}", *args]) == 0
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
     assert "CAM_FRONT" in json.dumps(metrics) and "abs_rel" in json.dumps(metrics)
+    assert all(count > 0 for count in metrics["num_images"].values())     # ground truth in both cameras
 
 
 def test_depth_metrics_of_a_model_predicting_fewer_cameras_than_the_sample_carries(world, tmp_path):
