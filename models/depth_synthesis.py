@@ -51,6 +51,7 @@ from geometry import (
 )
 
 from .losses import masked_mean, plain_smoothness
+from .neighbours import lists_to_slots, neighbour_lists
 
 Number = Union[float, int, torch.Tensor]
 
@@ -239,22 +240,8 @@ def synthesis_source_slots(
         slots beyond its list, marked invalid) and valid [S, N] float in {0, 1}.  The last valid
         slot of each camera is the camera itself (the reference's ``rel_cam_list[cam] + [cam]``).
     """
-    if neighbours is None:
-        lists: List[List[int]] = [[] for _ in range(num_cams)]
-    else:
-        if len(neighbours) != num_cams:
-            raise ValueError(f"neighbours has {len(neighbours)} entries for {num_cams} cameras")
-        lists = [list(row) if row is not None else [] for row in neighbours]
-    for c, row in enumerate(lists):
-        bad = [j for j in row if j == c or not 0 <= j < num_cams]
-        if bad:
-            raise ValueError(f"camera {c} cannot have neighbour(s) {bad} (cameras are 0..{num_cams - 1})")
-    sources = [row + [c] for c, row in enumerate(lists)]
-    slots = max(len(row) for row in sources)
-    index = [[row[k] if k < len(row) else c for c, row in enumerate(sources)] for k in range(slots)]
-    valid = [[1.0 if k < len(row) else 0.0 for row in sources] for k in range(slots)]
-    return (torch.tensor(index, dtype=torch.long, device=device),
-            torch.tensor(valid, dtype=torch.get_default_dtype(), device=device))
+    sources = [row + [c] for c, row in enumerate(neighbour_lists(neighbours, num_cams))]
+    return lists_to_slots(sources, device)
 
 
 def rig_synthesis_targets(

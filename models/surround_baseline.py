@@ -55,6 +55,7 @@ from geometry import compose, pose_from_axis_angle_translation
 from network import MonoDepthNet, MonoPoseNet, pack_cameras, unpack_cameras
 
 from .base import Algorithm, Predictions
+from .neighbours import neighbour_slots
 from .depth_utils import focal_scaled_depth, resize_maps
 from .losses import (
     align_intensity,
@@ -92,38 +93,6 @@ def batch_frame_ids(batch: Dict) -> List[int]:
             ids = ids[0]
         return [int(f) for f in ids.tolist()]
     return [int(f) for f in ids]
-
-
-def neighbour_slots(
-    neighbours: Optional[Sequence[Optional[Sequence[int]]]], num_cams: int, device: torch.device
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Neighbour lists as fixed slots, so that the warps of all cameras run at once.
-
-    Args:
-        neighbours: per camera a list of neighbour indices (empty or None: no neighbour), or None
-            for no neighbours at all.
-    Returns:
-        index [S, N] long: camera c's k-th neighbour in slot k (c itself where c has fewer than
-        k + 1 neighbours; such slots are invalid), and valid [S, N] float in {0, 1}.  S is the
-        longest list (0 when no camera has a neighbour).
-    """
-    if neighbours is None:
-        lists: List[List[int]] = [[] for _ in range(num_cams)]
-    else:
-        if len(neighbours) != num_cams:
-            raise ValueError(f"data.rel_cam_list has {len(neighbours)} entries but the batch has {num_cams} cameras")
-        lists = [list(row) if row is not None else [] for row in neighbours]
-    for c, row in enumerate(lists):
-        bad = [j for j in row if j == c or not 0 <= j < num_cams]
-        if bad:
-            raise ValueError(f"data.rel_cam_list: camera {c} cannot have neighbour(s) {bad} "
-                             f"(cameras are 0..{num_cams - 1})")
-    slots = max((len(row) for row in lists), default=0)
-    index = torch.tensor([[row[k] if k < len(row) else c for c, row in enumerate(lists)] for k in range(slots)],
-                         dtype=torch.long, device=device).reshape(slots, num_cams)
-    valid = torch.tensor([[1.0 if k < len(row) else 0.0 for row in lists] for k in range(slots)],
-                         device=device).reshape(slots, num_cams)
-    return index, valid
 
 
 def per_camera_masked_mean(loss: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
