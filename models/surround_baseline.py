@@ -83,6 +83,22 @@ def frame_index(frame_ids: Sequence[int], offset: int) -> int:
     return frame_ids.index(offset)
 
 
+def temporal_pairs(images: torch.Tensor, frame_ids: Sequence[int]):
+    """The pose networks' inputs: the context offsets f != 0 of frame_ids, and for all of them at
+    once the frame pairs in temporal order, [I_f, I_0] for f < 0 and [I_0, I_f] for f > 0, as
+    (firsts, seconds) [F·B, N, 3, H, W] (offset-major) from images [B, T, N, 3, H, W]; both None
+    when there is no context frame."""
+    frame_ids = [int(f) for f in frame_ids]
+    context = [f for f in frame_ids if f != 0]
+    if not context:
+        return context, None, None
+    target = images[:, frame_index(frame_ids, 0)]
+    others = [images[:, frame_index(frame_ids, f)] for f in context]
+    firsts = torch.cat([other if f < 0 else target for f, other in zip(context, others)])
+    seconds = torch.cat([target if f < 0 else other for f, other in zip(context, others)])
+    return context, firsts, seconds
+
+
 def batch_frame_ids(batch: Dict) -> List[int]:
     """The frame offsets of a batch (``frame_ids`` [B, T], the same for every item)."""
     ids = batch["frame_ids"]
@@ -293,19 +309,11 @@ class SurroundBaseline(Algorithm):
         """Images [B, T, N, 3, H, W] (frames as frame_ids) -> {f: T_c(t+f)_c(t) [B, N, 4, 4]} for f != 0.
 
         One pose-net pass for all offsets, batch items and cameras."""
-        frame_ids = [int(f) for f in frame_ids]
-        context = [f for f in frame_ids if f != 0]
+        context, firsts, seconds = temporal_pairs(images, frame_ids)
         if not context:
             return {}
         b, _, n = images.shape[:3]
-        target = images[:, frame_index(frame_ids, 0)]
-        firsts, seconds = [], []
-        for f in context:
-            other = images[:, frame_index(frame_ids, f)]
-            first, second = (other, target) if f < 0 else (target, other)  # temporal order
-            firsts.append(pack_cameras(first))
-            seconds.append(pack_cameras(second))
-        axis_angle, translation = self.pose_net(torch.cat(firsts), torch.cat(seconds))
+        axis_angle, translation = self.pose_net(pack_cameras(firsts), pack_cameras(seconds))
         axis_angle = axis_angle.reshape(len(context), b, n, 3)
         translation = translation.reshape(len(context), b, n, 3)
         return {f: pose_from_axis_angle_translation(axis_angle[i], translation[i], invert=f < 0)

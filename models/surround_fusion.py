@@ -37,7 +37,7 @@ from network.volumetric_fusion import VoxelGrid
 
 from .base import Algorithm, register_model
 from .depth_utils import focal_scaled_depth
-from .surround_baseline import SurroundBaseline, batch_frame_ids, frame_index
+from .surround_baseline import SurroundBaseline, batch_frame_ids, frame_index, temporal_pairs
 
 
 def canonical_to_cameras(T_canonical: torch.Tensor, extrinsics: torch.Tensor) -> torch.Tensor:
@@ -102,22 +102,14 @@ class SurroundFusion(SurroundBaseline):
     def fused_poses(self, images: torch.Tensor, batch: Dict, frame_ids: Sequence[int]) -> Dict[int, torch.Tensor]:
         """{f: T_c(t+f)_c(t) [B, N, 4, 4]} from one canonical motion per frame pair (all pairs in
         one pose-net pass)."""
-        context = [f for f in frame_ids if f != 0]
+        context, firsts, seconds = temporal_pairs(images, frame_ids)
         if not context:
             return {}
-        b = images.shape[0]
-        target = images[:, frame_index(frame_ids, 0)]
-        firsts, seconds = [], []
-        for f in context:
-            other = images[:, frame_index(frame_ids, f)]
-            first, second = (other, target) if f < 0 else (target, other)   # temporal order
-            firsts.append(first)
-            seconds.append(second)
-        k = len(context)
+        b, k = images.shape[0], len(context)
         K, E = batch["K"].repeat(k, 1, 1, 1), batch["extrinsics"].repeat(k, 1, 1, 1)
         masks = batch.get("mask")
         masks = masks.repeat(k, 1, 1, 1, 1) if masks is not None else None
-        axis_angle, translation = self.pose_net(torch.cat(firsts), torch.cat(seconds), K, E, masks)
+        axis_angle, translation = self.pose_net(firsts, seconds, K, E, masks)
         poses = {}
         for i, f in enumerate(context):
             T = pose_from_axis_angle_translation(axis_angle[i * b:(i + 1) * b], translation[i * b:(i + 1) * b],
