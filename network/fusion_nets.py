@@ -144,12 +144,9 @@ class FusedDepthNet(nn.Module):
 
     def forward(self, images, K, extrinsics, masks=None) -> Tuple[torch.Tensor, torch.Tensor]:
         """-> (sigmoid disparity [B, N, 1, H, W], volume [B, 64, nz, ny, nx])."""
-        features = self.camera_features(images)
-        K_feat = feature_intrinsics(K, images.shape[-2:], features.shape[-2:], self.convention)
-        with record_function("back-projection"):
-            volume = self.fusion_net.fuse(features, K_feat, extrinsics, masks)
-        disp = self.render(volume, K, extrinsics, images.shape[-2:], features.shape[-2:])
-        return disp, volume
+        image_hw = images.shape[-2:]
+        volume = self.volume(images, K, extrinsics, masks)
+        return self.render(volume, K, extrinsics, image_hw, self.feature_size(image_hw)), volume
 
 
 class FusedPoseNet(nn.Module):
