@@ -16,13 +16,12 @@ CONFIG = "configs/synthetic/kitti_selfsup.yaml"
 H, W = 32, 96
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
+
+
 @pytest.fixture(autouse=True)
-def _threads():
+def _seed():
     torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_model(*overrides):

@@ -17,13 +17,12 @@ REFERENCE_DEAD_LSTM = 746_978   # the level-0 ConvLSTM parts the reference build
 STATE_DICT_FILE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "spec", "multi-mono-sf_state_dict.txt")
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
+
+
 @pytest.fixture(autouse=True)
-def _threads():
+def _seed():
     torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ----------------------------------------------------------------------------------- correlation

@@ -38,14 +38,7 @@ CONFIG = str(REPO / "configs" / "synthetic" / "ddad_baseline.yaml")
 FRAMES, SCENES, HW = 4, 2, (48, 80)          # 2 training samples (scene 0), 2 evaluation samples (scene 1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on the small shared CPUs of CI, several threads per process spend
-    most of their time waiting for each other (steps 5-10x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
