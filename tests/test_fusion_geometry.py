@@ -10,7 +10,7 @@ import torch
 from dataset.synthetic.rig import get_rig
 from network.volumetric_fusion import (REFERENCE_SIX_CAMERA_GROUPS, CalibrationCache, DepthVolumeFusion,
                                        PoseVolumeFusion, VoxelGrid, camera_groups, dense_backprojection,
-                                       dense_depth_fusion, ray_points)
+                                       dense_depth_fusion, ray_points, tensor_nbytes)
 
 # Camera frame (x right, y down, z forward) -> rig frame (x forward, y left, z up) of a camera at
 # the rig origin looking along the rig's x axis.
@@ -172,3 +172,36 @@ def test_calibration_cache_computes_once_per_distinct_rig():
     E2[1, 0, 0, 3] += 0.01
     fusion.fuse(features, KK, E2, None)
     assert cache.misses == 2
+
+
+def test_cached_sparse_view_sampling_equals_grid_sample_with_gradients():
+    """The cached path (sparse trilinear matrices) against grid_sample (the uncached path) in
+    float64, for a batch of two different rigs whose rays leave the grid on every side."""
+    K, E = ddad_rig()
+    E2 = E.clone()
+    E2[0, :, :3, 3] += torch.tensor([3.0, -2.0, 1.0])             # the second item: a shifted rig
+    K_b, E_b = torch.cat([K, K]).double(), torch.cat([E, E2]).double()
+    fusion = DepthVolumeFusion(GRID, feat_dim=4, voxel_dim=3, proj_d_bins=7, proj_d_str=1.0, proj_d_end=16.0,
+                               out_dim=2, cache=CalibrationCache())
+    volume = torch.randn(2, 3, *GRID.volume_shape, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(2 * 6, 3, 7, *FEATURE_HW, dtype=torch.float64)
+    fast = fusion.sample_views(volume, K_b, E_b, FEATURE_HW)
+    (grad_fast,) = torch.autograd.grad((fast * weights).sum(), volume)
+    plain = fusion.sample_views(volume, K_b, E_b, FEATURE_HW, use_cache=False)
+    (grad_plain,) = torch.autograd.grad((plain * weights).sum(), volume)
+    assert fast.shape == plain.shape == (12, 3, 7, *FEATURE_HW)
+    outside = (plain == 0).float().mean()
+    assert 0.05 < outside < 0.95                                    # the test covers zero padding
+    assert torch.allclose(fast, plain, atol=1e-10)
+    assert torch.allclose(grad_fast, grad_plain, atol=1e-10)
+    assert not torch.equal(fast[:6], fast[6:])                      # each item used its own rig
+
+
+def test_calibration_cache_keeps_to_its_byte_budget():
+    cache = CalibrationCache(maxsize=10, max_bytes=1000)
+    for i in range(4):
+        cache.get(i, lambda: torch.zeros(100))                     # 400 bytes each
+    assert cache.nbytes <= 1000 and len(cache._items) == 2
+    assert cache.get(3, lambda: None) is not None and cache.hits == 1
+    cache.get("big", lambda: torch.zeros(1000))                    # larger than the budget: kept alone
+    assert list(cache._items) == ["big"] and cache.nbytes == tensor_nbytes(torch.zeros(1000)) == 4000

@@ -254,7 +254,9 @@ def test_one_batch_overfits(make_cfg, train_batch):
     total = [h["total"] for h in history]
     assert all(math.isfinite(x) for x in total)
     assert sum(total[-5:]) / 5 < 0.85 * total[0], total
-    assert history[-1]["temporal"] < 0.9 * history[0]["temporal"], history[-1]
+    temporal = [h["temporal"] for h in history]
+    # both as means of the last five steps: single steps swing by ±10 % while the auto-mask changes
+    assert sum(temporal[-5:]) / 5 < 0.9 * temporal[0], temporal
 
 
 def test_temporal_loss_falls_toward_the_true_rig_motion_along_the_canonical_translation(make_cfg):
