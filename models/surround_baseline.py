@@ -53,6 +53,7 @@ import torch
 
 from geometry import compose, pose_from_axis_angle_translation
 from network import MonoDepthNet, MonoPoseNet, pack_cameras, unpack_cameras
+from network.recompute import recomputed
 
 from .base import Algorithm, Predictions
 from .neighbours import neighbour_slots
@@ -170,6 +171,7 @@ def view_synthesis_losses(
     automask_noise_std: float = AUTOMASK_NOISE_STD,
     identity_errors: Optional[torch.Tensor] = None,
     record: Optional[Dict[str, torch.Tensor]] = None,
+    recompute: bool = False,
 ) -> Dict[str, torch.Tensor]:
     """The photometric terms of the surround-view models for one depth map (unweighted).
 
@@ -199,6 +201,11 @@ def view_synthesis_losses(
             error), "automask" [B, N, 1, H, W]; with the spatial term "spatial_warp"
             [B, N, 3, H, W] and "spatial_mask" [B, N, 1, H, W] (the overlap view and its mask).
             Only references are kept: nothing extra is computed.
+        recompute: keep none of the warps' and errors' intermediate maps for the backward pass;
+            recompute each term's when its gradient is needed (training.activation_checkpointing).
+            The terms are recomputed one at a time, so the peak holds one term's maps, not all.
+            (What a term's closure reads from this scope must not be rebound after it is made: the
+            recomputation runs later; the tensors that are rebound are passed as arguments.)
     Returns:
         {"temporal", "spatial", "spatio_temporal"}: scalars, each present when asked for and
         computable (temporal needs a context frame; the spatial terms a camera with neighbours,
@@ -216,8 +223,12 @@ def view_synthesis_losses(
     if context and (temporal or spatio_temporal):
         context_images = torch.stack([images[:, frame_index(frame_ids, f)] for f in context])  # [F, B, N, 3, H, W]
         context_poses = torch.stack([poses[f] for f in context])  # [F, B, N, 4, 4]
-        warped, _ = _warp_and_align(context_images, masks, depth, K, K, context_poses, target, masks, intensity_align)
-        errors = photometric_error(warped, target, ssim_weight)  # [F, B, N, 1, H, W]
+
+        def temporal_errors(sources, transforms):
+            warped, _ = _warp_and_align(sources, masks, depth, K, K, transforms, target, masks, intensity_align)
+            return photometric_error(warped, target, ssim_weight), warped  # [F, B, N, 1, H, W], [F, B, N, 3, H, W]
+
+        errors, warped = recomputed(temporal_errors, context_images, context_poses, enabled=recompute)
         if identity_errors is None:
             identity_errors = photometric_error(context_images, target, ssim_weight)
         auto = automask(errors, identity_errors, noise_std=automask_noise_std)
@@ -250,8 +261,12 @@ def view_synthesis_losses(
 
     if spatio:
         source_images = torch.stack([target[:, idx] for idx in index])  # [S, B, N, 3, H, W]
-        image, mask = overlap(source_images, T_source_target)
-        error = photometric_error(image, target, ssim_weight)
+
+        def spatial_error(sources):
+            image, mask = overlap(sources, T_source_target)
+            return photometric_error(image, target, ssim_weight), image, mask
+
+        error, image, mask = recomputed(spatial_error, source_images, enabled=recompute)
         out["spatial"] = _camera_average(per_camera_masked_mean(error, masks * mask), has_neighbours)
         if record is not None:
             record.update(spatial_warp=image.detach(), spatial_mask=mask.detach())
@@ -259,8 +274,12 @@ def view_synthesis_losses(
     if spatio_temporal and context:
         source_images = torch.stack([context_images[:, :, idx] for idx in index], dim=1)  # [F, S, B, N, 3, H, W]
         transforms = compose(T_source_target[None], context_poses[:, None])  # [F, S, B, N, 4, 4]
-        image, mask = overlap(source_images, transforms)  # [F, B, N, ...]
-        errors = photometric_error(image, target, ssim_weight)  # [F, B, N, 1, H, W]
+
+        def spatio_temporal_errors(sources, transforms):
+            image, mask = overlap(sources, transforms)  # [F, B, N, ...]
+            return photometric_error(image, target, ssim_weight), mask  # [F, B, N, 1, H, W]
+
+        errors, mask = recomputed(spatio_temporal_errors, source_images, transforms, enabled=recompute)
         loss_mask = masks * mask.max(dim=0).values * auto
         out["spatio_temporal"] = _camera_average(
             per_camera_masked_mean(min_reprojection(errors), loss_mask), has_neighbours)
@@ -341,7 +360,8 @@ class SurroundBaseline(Algorithm):
             spatio=bool(t.spatio and loss.spatio_coeff > 0),
             spatio_temporal=bool(t.spatio_temporal and loss.spatio_tempo_coeff > 0),
             intensity_align=t.intensity_align, ssim_weight=loss.ssim_weight,
-            reference_overlap_sum=loss.reference_overlap_mask_sum, identity_errors=identity_errors, record=record)
+            reference_overlap_sum=loss.reference_overlap_mask_sum, identity_errors=identity_errors, record=record,
+            recompute=t.activation_checkpointing)
 
     def compute_losses(self, batch: Dict, outputs: Dict) -> Dict[str, torch.Tensor]:
         loss_cfg = self.cfg.loss

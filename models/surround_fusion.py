@@ -81,6 +81,9 @@ class SurroundFusion(SurroundBaseline):
                                          model.fusion_feat_in_dim, grid, convention)
         else:
             self.pose_net = MonoPoseNet(model.num_layers, model.weights_init)
+        for net in (self.depth_net, self.pose_net):
+            if hasattr(net, "recompute"):
+                net.recompute = bool(training.activation_checkpointing)
 
     # -------------------------------------------------------------------------------- depth
     def depth_from_disp(self, disp: torch.Tensor, K: torch.Tensor) -> torch.Tensor:

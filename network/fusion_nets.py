@@ -29,6 +29,7 @@ from torch.profiler import record_function   # stage names for tools/benchmark.p
 
 from .blocks import pack_cameras, unpack_cameras
 from .pose_decoder import PoseDecoder
+from .recompute import recomputed
 from .resnet_encoder import ResnetEncoder, WeightsInit
 from .volumetric_fusion import (LEAKY_SLOPE, DepthVolumeFusion, PoseVolumeFusion, VoxelGrid,
                                 feature_intrinsics)
@@ -107,12 +108,17 @@ class FusedDepthNet(nn.Module):
                                             feat_dim, voxel_dim, proj_d_bins, proj_d_str, proj_d_end,
                                             PROJECTED_CHANNELS, reference_max_two_overlap)
         self.decoder = FusionDepthDecoder(PROJECTED_CHANNELS)
+        self.recompute = False   # training.activation_checkpointing: recompute encoder and decoder activations
+
+    def _encode(self, packed: torch.Tensor) -> torch.Tensor:
+        return self.aggregation(self.encoder(packed))
 
     def camera_features(self, images: torch.Tensor) -> torch.Tensor:
         """[B, N, 3, H, W] -> aggregated features [B, N, C, h, w]."""
         b, n = images.shape[:2]
         with record_function("encoders"):
-            return unpack_cameras(self.aggregation(self.encoder(pack_cameras(images))), b, n)
+            features = recomputed(self._encode, pack_cameras(images), enabled=self.recompute, module=self.encoder)
+            return unpack_cameras(features, b, n)
 
     def volume(self, images, K, extrinsics, masks) -> torch.Tensor:
         """The fused volume [B, 64, nz, ny, nx] of the cameras' images."""
@@ -133,7 +139,8 @@ class FusedDepthNet(nn.Module):
         with record_function("fusion convolutions"):
             projected = self.fusion_net.reduce_dim(sampled.flatten(1, 2))
         with record_function("decoder"):
-            return unpack_cameras(self.decoder(projected, image_hw), b, n)
+            disparity = recomputed(self.decoder, projected, tuple(image_hw), enabled=self.recompute)
+            return unpack_cameras(disparity, b, n)
 
     def feature_size(self, image_hw: Sequence[int]) -> Tuple[int, int]:
         """Size of the fusion-level feature map of a ResNet for an image of image_hw."""
@@ -165,12 +172,16 @@ class FusedPoseNet(nn.Module):
                                            feat_dim, PROJECTED_CHANNELS)
         self.pose_decoder = PoseDecoder(PROJECTED_CHANNELS, num_input_features=1, num_frames_to_predict_for=1, stride=2)
         self.max_translation = max_translation
+        self.recompute = False   # training.activation_checkpointing: recompute the encoder's activations
+
+    def _encode(self, pairs: torch.Tensor) -> torch.Tensor:
+        return self.aggregation(self.encoder(pairs))
 
     def forward(self, first, second, K, extrinsics, masks=None) -> Tuple[torch.Tensor, torch.Tensor]:
         b, n = first.shape[:2]
         pairs = torch.cat([pack_cameras(first), pack_cameras(second)], dim=1)
         with record_function("encoders"):
-            features = unpack_cameras(self.aggregation(self.encoder(pairs)), b, n)
+            features = unpack_cameras(recomputed(self._encode, pairs, enabled=self.recompute, module=self.encoder), b, n)
         K_feat = feature_intrinsics(K, first.shape[-2:], features.shape[-2:], self.convention)
         with record_function("back-projection"):
             volume = self.fusion_net.fuse(features, K_feat, extrinsics, masks)

@@ -288,3 +288,30 @@ def test_temporal_loss_falls_toward_the_true_rig_motion_along_the_canonical_tran
     step = torch.zeros(3, requires_grad=True)
     loss(step).backward()
     assert float(step.grad @ t_true) < 0                 # descent moves toward the true translation
+
+
+def test_activation_checkpointing_gives_the_same_losses_gradients_and_batchnorm_statistics(make_cfg, train_batch):
+    """training.activation_checkpointing recomputes the encoders, the decoder and the loss terms in
+    the backward pass: every loss, every gradient and every BatchNorm running statistic must be what
+    the plain step gives (BatchNorm layers must not count the recomputation as a second batch)."""
+    results = []
+    for enabled in (False, True):
+        torch.manual_seed(0)
+        model = build_model(make_cfg(f"training.activation_checkpointing={str(enabled).lower()}")).train()
+        torch.manual_seed(1)                     # the same auto-mask noise in both runs
+        losses = model.compute_losses(train_batch, model(train_batch))
+        losses["total"].backward()
+        grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+        buffers = {name: b.clone() for name, b in model.named_buffers() if "running" in name or "tracked" in name}
+        results.append(({k: v.item() for k, v in losses.items()}, grads, buffers))
+    (plain_losses, plain_grads, plain_buffers), (re_losses, re_grads, re_buffers) = results
+    assert model.depth_net.recompute and model.pose_net.recompute
+    assert plain_losses.keys() == re_losses.keys() and {"temporal", "spatial", "spatio_temporal"} <= plain_losses.keys()
+    for name in plain_losses:
+        assert math.isclose(plain_losses[name], re_losses[name], rel_tol=1e-6, abs_tol=1e-9), name
+    assert plain_grads.keys() == re_grads.keys() and len(plain_grads) > 50
+    for name in plain_grads:
+        assert torch.allclose(plain_grads[name], re_grads[name], rtol=1e-4, atol=1e-7), name
+    assert plain_buffers.keys() == re_buffers.keys() and any("num_batches_tracked" in k for k in plain_buffers)
+    for name in plain_buffers:
+        assert torch.equal(plain_buffers[name], re_buffers[name]), name

@@ -115,6 +115,17 @@ class DataConfig:
     kitti2015_train_split: str = key("train", choices=("train", "full"),
                                      help="KITTI 2015 scenes that training (kitti_2015, kitti_finetune) reads: train = "
                                           "multi-mono-sf's 160 (the other 40 validate), full = all 200 (fine-tuning stage 2)")
+    cache_dir: Optional[str] = key(
+        None, help="ddad / nuscenes: folder of an on-disk cache of the decoded frames resized to training.height "
+                   "x width (uint8, about H*W*3 bytes a frame), filled as frames are first read and used from "
+                   "then on: later epochs decode nothing. Entries are keyed by the image's path, size and "
+                   "modification time, the size and the decoding method, so an entry is never used for a "
+                   "changed image; created on use, safe to delete. null: no cache")
+    color_aug_on_device: bool = key(
+        True, help="ddad / nuscenes training: the loader sends each sample's colour-jitter draws "
+                   "(training.color_jitter; the same draws, seeded per sample and epoch) instead of image_aug, "
+                   "and the trainer makes image_aug on the training device after moving the batch there; "
+                   "false: image_aug is made in the loader workers")
     synthetic: bool = key(False, help="render the synthetic world into data_path on first use "
                                       "(the embedded default: nothing to download)")
     synthetic_scenes: int = key(2, minimum=1, help="synthetic world: scenes (drives) to render")
@@ -169,6 +180,10 @@ class TrainingConfig:
     amp: str = key("off", choices=AMP_MODES, help="mixed precision")
     grad_clip: float = key(0.0, minimum=0.0, help="max gradient norm; 0 disables clipping")
     channels_last: bool = key(False)
+    activation_checkpointing: bool = key(
+        False, help="surround models: recompute the activations of the encoders, the fusion depth decoder and "
+                    "the photometric loss terms in the backward pass instead of keeping them; less memory, "
+                    "more time per step, the same results (see the README's performance section)")
     compile: bool = key(False, help="torch.compile the networks")
     max_nonfinite_steps: int = key(10, minimum=1, help="stop after this many consecutive non-finite losses")
     freeze_bn: bool = key(False, help="keep every BatchNorm layer in eval mode while training: the running "
