@@ -528,22 +528,25 @@ def trilinear_sampling(grid: VoxelGrid, points: torch.Tensor, dtype: torch.dtype
 
 
 class _SampleRows(torch.autograd.Function):
-    """rows = matrix @ table, with the gradient for table through the stored transpose."""
+    """rows = matrix @ table, with the gradient for table through the stored transpose. Sparse
+    products run in the matrix's dtype with autocast off (there are no bf16/fp16 sparse kernels)."""
 
     @staticmethod
     def forward(ctx, table: torch.Tensor, sampling: ViewSampling) -> torch.Tensor:
         ctx.sampling = sampling
-        return sampling.matrix @ table
+        with torch.autocast(table.device.type, enabled=False):
+            return sampling.matrix @ table
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return ctx.sampling.transposed @ grad.contiguous(), None
+        with torch.autocast(grad.device.type, enabled=False):
+            return ctx.sampling.transposed @ grad.to(ctx.sampling.transposed.dtype).contiguous(), None
 
 
 def sample_rows(table: torch.Tensor, sampling: ViewSampling) -> torch.Tensor:
-    """Sample a volume stored as table [V, C] at the points of a :class:`ViewSampling` -> [P, C]."""
-    dtype = sampling.matrix.dtype
-    return _SampleRows.apply(table.to(dtype).contiguous(), sampling).to(table.dtype)
+    """Sample a volume stored as table [V, C] at the points of a :class:`ViewSampling` -> [P, C]
+    (in the table's dtype)."""
+    return _SampleRows.apply(table.to(sampling.matrix.dtype).contiguous(), sampling).to(table.dtype)
 
 
 class PoseVolumeFusion(nn.Module):
