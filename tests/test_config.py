@@ -123,7 +123,9 @@ def test_eval_mode_forces_one_process_and_the_eval_batch(tmp_path):
     assert (cfg.ddp.ddp_enable, cfg.ddp.world_size, cfg.training.batch_size) == (False, 1, 3)
     assert cfg.data.load_weights_dir == "ckpt/weights_7"
     assert cfg.model.mode == "eval"
+    assert cfg.model.weights_init is False            # the checkpoint replaces ImageNet weights: none to download
     train = load_config(path, ["eval.syn_visualize=true"])
+    assert train.model.weights_init is True
     assert train.eval.syn_visualize is False          # the synthesis sweep only runs in evaluation
 
 

@@ -396,6 +396,8 @@ def _resolve(cfg: Config, explicit, weight_path: Optional[str]) -> List[str]:
     else:
         cfg.ddp.ddp_enable, cfg.ddp.world_size = False, 1
         training.batch_size = cfg.eval.eval_batch_size
+        # --weight_path replaces the networks' weights: no ImageNet initialisation to read or download
+        model.weights_init = False
     problems += _check_ranges(cfg)
     return problems
 
