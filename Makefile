@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements.stamp
 PYTEST_ARGS ?=
 
-.PHONY: test demo venv clean
+.PHONY: test demo media venv clean
 
 venv: $(STAMP)
 
@@ -24,6 +24,10 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) tools/demo.py
+
+# The README's pictures into media/ (tools/make_media.py); the first run also trains the demo's models.
+media: $(STAMP)
+	$(PY) tools/make_media.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
