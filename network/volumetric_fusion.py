@@ -353,12 +353,15 @@ class DepthVolumeFusion(nn.Module):
         self.conv_non_overlap = nn.Sequential(nn.Conv1d(in_ch, self.voxel_dim, 1), nn.LeakyReLU(LEAKY_SLOPE))
         self.conv_overlap = nn.Sequential(nn.Conv1d(2 * in_ch, self.voxel_dim, 1), nn.LeakyReLU(LEAKY_SLOPE))
         self.reduce_dim = nn.Sequential(*_conv(self.voxel_dim * int(proj_d_bins), 256), *_conv(256, int(out_dim)))
+        self.plain = False   # True: the plain formulation (dense back-projection, grid_sample), for benchmarks
 
     # ---------------------------------------------------------------- back-projection + fusion
     def fuse(self, features: torch.Tensor, K_feat: torch.Tensor, extrinsics: torch.Tensor,
              masks: Optional[torch.Tensor]) -> torch.Tensor:
         """features [B, N, C, h, w], K_feat [B, N, 3, 3] (feature size), extrinsics [B, N, 4, 4],
         masks [B, N, 1, H, W] or None -> fused volume [B, voxel_dim, nz, ny, nx]."""
+        if self.plain:
+            return dense_depth_fusion(self, features, K_feat, extrinsics, masks)
         b, n, c, h, w = features.shape
         bp = batch_backprojection(self.grid, K_feat, extrinsics, (h, w), self.reference_max_two_overlap, self.cache)
         valid = valid_entries(bp, masks, (h, w))
@@ -443,7 +446,7 @@ class DepthVolumeFusion(nn.Module):
         h, w = (int(v) for v in feature_hw)
         d = self.depth_bins.numel()
         c = volume.shape[1]
-        if not use_cache:
+        if not use_cache or self.plain:
             grid = self.view_grid(K_feat, extrinsics, (h, w), use_cache=False).to(volume.dtype)  # [B, N·D, h, w, 3]
             sampled = F.grid_sample(volume, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
             return sampled.reshape(b, c, n, d, h, w).transpose(1, 2).reshape(b * n, c, d, h, w)
@@ -561,10 +564,13 @@ class PoseVolumeFusion(nn.Module):
         self.grid, self.feat_dim, self.cache = grid, int(feat_dim), cache
         nz = grid.size[2]
         self.reduce_dim = nn.Sequential(*_conv((self.feat_dim + 1) * nz, 256, stride=2), *_conv(256, int(out_dim), stride=2))
+        self.plain = False   # True: the plain formulation (dense back-projection), for benchmarks
 
     def fuse(self, features: torch.Tensor, K_feat: torch.Tensor, extrinsics: torch.Tensor,
              masks: Optional[torch.Tensor]) -> torch.Tensor:
         """features [B, N, C, h, w] -> mean volume [B, C+1, nz, ny, nx] over the valid cameras."""
+        if self.plain:
+            return dense_pose_fusion(self.grid, features, K_feat, extrinsics, masks)
         b, n, c, h, w = features.shape
         bp = batch_backprojection(self.grid, K_feat, extrinsics, (h, w), False, self.cache)
         valid = valid_entries(bp, masks, (h, w))
@@ -618,8 +624,17 @@ def dense_backprojection(features: torch.Tensor, K_feat: torch.Tensor, extrinsic
     return out, valid
 
 
+def dense_pose_fusion(grid: VoxelGrid, features, K_feat, extrinsics, masks) -> torch.Tensor:
+    """PoseVolumeFusion.fuse written out over the dense per-camera samples: the mean over the
+    valid cameras [B, C+1, nz, ny, nx] (tests and ``plain`` benchmarks)."""
+    feats, valid = dense_backprojection(features, K_feat, extrinsics, masks, grid)              # [B,N,C+1,V]
+    mean = feats.sum(1) / valid.sum(1).clamp(min=1)[:, None].to(feats.dtype)
+    return mean.reshape(features.shape[0], -1, *grid.volume_shape)
+
+
 def dense_depth_fusion(module: DepthVolumeFusion, features, K_feat, extrinsics, masks, groups=None) -> torch.Tensor:
-    """DepthVolumeFusion.fuse written out over the dense per-camera samples (tests only)."""
+    """DepthVolumeFusion.fuse written out over the dense per-camera samples (tests and ``plain``
+    benchmarks)."""
     b, n = features.shape[:2]
     feats, valid = dense_backprojection(features, K_feat, extrinsics, masks, module.grid)   # [B,N,C+1,V]
     vf = valid.to(feats.dtype)

@@ -131,6 +131,9 @@ def test_fast_depth_fusion_equals_the_plain_per_camera_formulation(reference):
     masks = (torch.rand(b, 6, 1, 48, 80) > 0.2).float()
     fast = fusion.fuse(features, K, E, masks)
     plain = dense_depth_fusion(fusion, features, K, E, masks)
+    fusion.plain = True                                   # what tools/benchmark.py --plain runs
+    assert torch.equal(fusion.fuse(features, K, E, masks), plain)
+    fusion.plain = False
     assert fast.shape == plain.shape == (b, 5, 5, 21, 21)
     counts = dense_backprojection(features, K, E, masks, grid)[1].sum(1)
     assert (counts >= 2).sum() > 50 and (counts >= 3).sum() > 0     # the case both branches must handle
@@ -152,10 +155,13 @@ def test_fast_pose_fusion_is_the_mean_over_the_valid_cameras():
     grid = VoxelGrid(start=(-30.0, -30.0, -3.0), unit=(3.0, 3.0, 1.5), size=(21, 21, 5))
     features = torch.randn(1, 6, 4, *FEATURE_HW)
     masks = (torch.rand(1, 6, 1, 48, 80) > 0.3).float()
-    fast = PoseVolumeFusion(grid, feat_dim=4, cache=None).fuse(features, K, E, masks)
+    module = PoseVolumeFusion(grid, feat_dim=4, cache=None)
+    fast = module.fuse(features, K, E, masks)
     feats, valid = dense_backprojection(features, K, E, masks, grid)
     mean = feats.sum(1) / valid.sum(1).clamp(min=1)[:, None]
     assert torch.allclose(fast.reshape(1, 5, -1), mean, atol=1e-5)
+    module.plain = True                                  # the benchmarks' plain formulation is the same mean
+    assert torch.allclose(module.fuse(features, K, E, masks).reshape(1, 5, -1), mean, atol=1e-6)
 
 
 def test_calibration_cache_computes_once_per_distinct_rig():
