@@ -83,12 +83,17 @@ def _dgp_split(split):
     return "train" if split == "train" else "val"
 
 
+def _fast_path(cfg):
+    """The rig datasets' fast data path: the resized-frame cache and where colour jitter runs."""
+    return {"frame_cache_dir": cfg.data.cache_dir, "color_aug_on_device": cfg.data.color_aug_on_device}
+
+
 def _build_ddad(cfg, split):
     from dataset.ddad import DDADDataset
     return DDADDataset(cfg.data.data_path, _dgp_split(split), cameras=cfg.data.cameras, frame_ids=cfg.data.frame_ids,
                        image_hw=_image_hw(cfg), requirements=_requirements(cfg, split), mask_path=cfg.data.mask_path,
                        convention=cfg.data.intrinsics_convention, color_jitter=_jitter(cfg, split),
-                       seed=cfg.training.seed)
+                       seed=cfg.training.seed, **_fast_path(cfg))
 
 
 def _build_nuscenes(cfg, split):
@@ -98,7 +103,7 @@ def _build_nuscenes(cfg, split):
                            frame_ids=cfg.data.frame_ids, image_hw=_image_hw(cfg),
                            requirements=_requirements(cfg, split), mask_path=cfg.data.mask_path,
                            convention=cfg.data.intrinsics_convention, color_jitter=_jitter(cfg, split),
-                           seed=cfg.training.seed)
+                           seed=cfg.training.seed, **_fast_path(cfg))
 
 
 def _build_kitti_raw(cfg, split, root=None):

@@ -8,6 +8,7 @@ target frame 0 first by default), N cameras as `data.cameras`.
 |--------------|----------------------|----------------------------------------------------------------|
 | image        | [T, N, 3, H, W]      | float32 RGB in [0, 1]                                          |
 | image_aug    | [T, N, 3, H, W]      | optional: colour-jittered copy (one draw per sample)           |
+| color_jitter | dict, see below      | optional: the jitter draws for the device to apply instead     |
 | K            | [N, 3, 3]            | float32 intrinsics at the image resolution                     |
 | extrinsics   | [N, 4, 4]            | float32 T_rig_cam (camera -> rig)                              |
 | mask         | [N, 1, H, W]         | float32, 1 = pixel shows the scene, 0 = ego vehicle            |
@@ -16,6 +17,14 @@ target frame 0 first by default), N cameras as `data.cameras`.
 | pose_gt      | [T, 4, 4]            | optional float32 T_rig(target)_rig(frame t): maps points from the rig at frame t into the rig at the target frame; identity for offset 0 |
 | kitti2015_*  | see KITTI2015_KEYS   | optional KITTI 2015 ground truth of the target frame           |
 | meta         | dict                 | strings/numbers: dataset, scene, index, camera names, files    |
+
+`color_jitter` (training samples of ddad / nuscenes with `data.color_aug_on_device`): one
+colour-jitter draw per camera, as `dataset.transforms.sample_color_jitter` returns them:
+brightness, contrast, saturation [N] float32 factors >= 0, hue [N] float32 in [-0.5, 0.5], order
+[N, 4] int64 (a permutation of the four operations per camera). It replaces `image_aug`: the
+trainer moves the batch to its device and then makes `image_aug` from `image` and these draws
+(`dataset.transforms.apply_batch_color_jitter`), so the models see exactly what the loader would
+have made. Anything else that feeds training batches to a model must do the same.
 
 A stereo pair is a rig of two cameras (left first). Geometry conventions: OpenCV camera frame,
 `T_a_b` maps points from frame b into frame a, integer pixel coordinates are pixel centres.
@@ -26,6 +35,8 @@ from typing import Dict, Optional, Sequence
 import torch
 
 REQUIRED_KEYS = ("image", "K", "extrinsics", "mask", "frame_ids")
+# The draws under `color_jitter`: name -> trailing shape after the camera dimension.
+COLOR_JITTER_FIELDS = {"brightness": (), "contrast": (), "saturation": (), "hue": (), "order": (4,)}
 # KITTI 2015 ground truth at the original resolution (Hg, Wg), with the original intrinsics.
 KITTI2015_KEYS = {
     "kitti2015_disp0": 3,        # [1, Hg, Wg] disparity of frame 10 in pixels (disp_occ_0), 0 = invalid
@@ -68,6 +79,8 @@ def check_sample(sample: Dict, num_frames: Optional[int] = None, num_cams: Optio
     _expect_shape(sample, "frame_ids", batch + (t,), torch.int64)
     if "image_aug" in sample:
         _expect_shape(sample, "image_aug", tuple(image.shape), torch.float32)
+    if "color_jitter" in sample:
+        _check_color_jitter(sample["color_jitter"], batch + (n,))
     if "pose_gt" in sample:
         _expect_shape(sample, "pose_gt", batch + (t, 4, 4), torch.float32)
     if "depth_gt" in sample:
@@ -80,6 +93,29 @@ def check_sample(sample: Dict, num_frames: Optional[int] = None, num_cams: Optio
             _expect(sample[key], key, lead + dims, None)
 
 
+def _check_color_jitter(params, lead: Sequence[int]) -> None:
+    """The `color_jitter` draws: the fields of COLOR_JITTER_FIELDS with shape lead (+ (4,) for
+    order), factors >= 0, hue in [-0.5, 0.5], each order row a permutation of 0..3."""
+    if not isinstance(params, dict):
+        raise ContractError(f"color_jitter: expected a dict of tensors, got {type(params).__name__}")
+    missing = [k for k in COLOR_JITTER_FIELDS if k not in params]
+    if missing:
+        raise ContractError(f"color_jitter lacks {missing}; it has {sorted(params)}")
+    for name, trailing in COLOR_JITTER_FIELDS.items():
+        dtype = torch.int64 if name == "order" else torch.float32
+        _expect_shape(params, name, tuple(lead) + trailing, dtype, prefix="color_jitter.")
+    factors = torch.stack([params[k] for k in ("brightness", "contrast", "saturation")])
+    if factors.numel() and factors.min() < 0:
+        raise ContractError(f"color_jitter: brightness, contrast and saturation factors must be >= 0, "
+                            f"got {factors.min():.3f}")
+    if params["hue"].numel() and params["hue"].abs().max() > 0.5:
+        raise ContractError(f"color_jitter.hue: shifts must lie in [-0.5, 0.5], got {params['hue'].abs().max():.3f}")
+    order = params["order"]
+    permutation = torch.arange(4, device=order.device).expand_as(order)
+    if order.numel() and not torch.equal(order.sort(dim=-1).values, permutation):
+        raise ContractError("color_jitter.order: every row must be a permutation of 0, 1, 2, 3")
+
+
 def _expect(x, name: str, dims: int, dtype) -> None:
     if not isinstance(x, torch.Tensor):
         raise ContractError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
@@ -89,8 +125,8 @@ def _expect(x, name: str, dims: int, dtype) -> None:
         raise ContractError(f"{name}: expected dtype {dtype}, got {x.dtype}")
 
 
-def _expect_shape(sample: Dict, name: str, shape: Sequence[int], dtype) -> None:
+def _expect_shape(sample: Dict, name: str, shape: Sequence[int], dtype, prefix: str = "") -> None:
     x = sample[name]
-    _expect(x, name, len(shape), dtype)
+    _expect(x, prefix + name, len(shape), dtype)
     if tuple(x.shape) != tuple(shape):
-        raise ContractError(f"{name}: expected shape {tuple(shape)}, got {tuple(x.shape)}")
+        raise ContractError(f"{prefix}{name}: expected shape {tuple(shape)}, got {tuple(x.shape)}")

@@ -206,6 +206,10 @@ class DDADDataset(RigDataset):
         seed: seed of the jitter draws (per item and epoch, see :meth:`set_epoch`); None = the
             global torch RNG.
         lidar_name: the point-cloud datum used for depth.
+        reduced_decode, frame_cache_dir, color_aug_on_device: the fast data path (see
+            :class:`dataset.rig_dataset.RigDataset`): reduced-size decoding (default on), the
+            resized-frame cache folder (``data.cache_dir``; None = none), and jitter draws under
+            ``color_jitter`` instead of ``image_aug`` (``data.color_aug_on_device``; default off here).
     """
 
     dataset_name = "ddad"
@@ -224,9 +228,13 @@ class DDADDataset(RigDataset):
         color_jitter: Optional[Sequence[float]] = None,
         seed: Optional[int] = 0,
         lidar_name: str = "LIDAR",
+        reduced_decode: bool = True,
+        frame_cache_dir: Optional[Union[str, os.PathLike]] = None,
+        color_aug_on_device: bool = False,
     ):
         super().__init__(cameras, frame_ids, image_hw, requirements, mask_path, depth_cache, convention,
-                         color_jitter, seed, default_cache_root=None)
+                         color_jitter, seed, default_cache_root=None, reduced_decode=reduced_decode,
+                         frame_cache_dir=frame_cache_dir, color_aug_on_device=color_aug_on_device)
         self.data_path = Path(data_path)
         if self.data_path.is_dir():
             raise ValueError(f"data_path must be the dataset json (e.g. ddad.json), got the folder {self.data_path}")

@@ -21,19 +21,25 @@ it does; e.g. 1936x1216 (DDAD) allows 8, 1600x900 (nuScenes) allows 4, 1242x375 
 
 Orientation: EXIF orientation tags are ignored (``IMREAD_IGNORE_ORIENTATION``): the returned pixels
 are the stored sensor grid, which is what calibrations refer to.
+
+:class:`FrameReader` is what the rig datasets read camera frames with: the decode above plus the
+resize to the training size, optionally through :class:`FrameCache`, an on-disk cache of the resized
+frames (``data.cache_dir``) that makes later epochs skip decoding altogether.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 import warnings
+import zlib
 from pathlib import Path
 from typing import Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 
-from utils.atomic import save_npz_atomic
+from utils.atomic import atomic_open, save_npz_atomic
 
 PathLike = Union[str, os.PathLike]
 
@@ -216,6 +222,154 @@ def read_mask(path: PathLike, target_hw: Optional[Sequence[int]] = None) -> np.n
         mask = cv2.resize(mask, (int(target_hw[1]), int(target_hw[0])), interpolation=interpolation)
         mask = np.clip(mask, 0.0, 1.0)
     return np.ascontiguousarray(mask, dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------- resized frames and their cache
+# Bump when read_image or resize_rgb change the pixels they produce: every cached frame then misses.
+FRAME_CACHE_VERSION = 1
+_FRAME_MAGIC = b"SFDFRAME"
+# magic, sha1 of the entry's key, version, original height and width, cached height and width,
+# crc32 of the pixels; then the 3 x height x width uint8 pixels, channels first (R, G, B planes):
+# the contract's layout, so that the conversion to float reads them in order.
+_FRAME_HEADER = struct.Struct("<8s20sIIIIII")
+
+
+class FrameCache:
+    """An on-disk cache of resized frames: uint8 RGB at one size, one file per source image.
+
+    An entry is named after the sha1 of its key: the decoding method (``method``: decode mode,
+    target size, resize filter, OpenCV version, cache version) and the source file's absolute path,
+    size and modification time (ns). A changed, replaced or touched image therefore gets a new
+    entry; an old entry is never served for it (old entries just stay unused: the folder can be
+    deleted at any time). Layout: ``<folder>/<2 hex digits>/<40 hex digits>.frame``, a 52-byte
+    header (see ``_FRAME_HEADER``) followed by the raw pixels, so a hit is one read and a
+    checksum, no decoding. A hit is returned as an [h, w, 3] view of channels-first pixels.
+
+    Several DataLoader workers (or DDP ranks) may fill it at once: every write goes to a temporary
+    file that is renamed over the entry (utils/atomic.py), so a reader sees a whole entry or none,
+    and two writers of one entry write the same bytes. An entry that fails its checks (truncated,
+    foreign, wrong size, checksum) is reported with a warning and rebuilt from the source. When the
+    folder cannot be written, a warning says so once and frames are decoded without caching.
+    """
+
+    def __init__(self, folder: PathLike, method: str):
+        self.folder = Path(folder)
+        self.method = str(method)
+        self._writable = True
+
+    def key(self, source: PathLike) -> Optional[bytes]:
+        """sha1 of the entry key of ``source``; None when the source cannot be stat'ed (the decode
+        then raises the error that names it)."""
+        try:
+            stat = os.stat(source)
+        except OSError:
+            return None
+        text = f"{self.method}\n{os.path.abspath(source)}\n{stat.st_size}\n{stat.st_mtime_ns}"
+        return hashlib.sha1(text.encode("utf-8", "surrogateescape")).digest()
+
+    def entry_path(self, digest: bytes) -> Path:
+        name = digest.hex()
+        return self.folder / name[:2] / f"{name}.frame"
+
+    def load(self, digest: bytes, source: PathLike) -> Optional[Tuple[np.ndarray, Tuple[int, int]]]:
+        """(rgb uint8 [h, w, 3], original_hw) of a valid entry; None for a missing one or, with a
+        warning, a corrupt one."""
+        path = self.entry_path(digest)
+        try:
+            data = np.fromfile(str(path), dtype=np.uint8)
+        except (FileNotFoundError, NotADirectoryError):     # not cached (yet)
+            return None
+        except OSError as exc:
+            self._report_corrupt(path, source, f"unreadable: {exc}")
+            return None
+        entry = _parse_frame(data, digest)
+        if isinstance(entry, str):
+            self._report_corrupt(path, source, entry)
+            return None
+        return entry
+
+    def save(self, digest: bytes, rgb: np.ndarray, original_hw: Sequence[int]) -> None:
+        if not self._writable:
+            return
+        planes = np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1))
+        header = _FRAME_HEADER.pack(_FRAME_MAGIC, digest, FRAME_CACHE_VERSION, int(original_hw[0]),
+                                    int(original_hw[1]), planes.shape[1], planes.shape[2], zlib.crc32(planes))
+        path = self.entry_path(digest)
+        try:
+            with atomic_open(path, "wb") as f:
+                f.write(header)
+                f.write(planes.data)
+        except OSError as exc:
+            self._writable = False
+            warnings.warn(f"cannot write the frame cache (data.cache_dir={self.folder}: {path}: {exc}); "
+                          "decoding frames without caching them", RuntimeWarning, stacklevel=2)
+
+    def read(self, source: PathLike, build) -> Tuple[np.ndarray, Tuple[int, int]]:
+        """The cached frame of ``source``, or ``build(source)`` -> (rgb, original_hw), stored."""
+        digest = self.key(source)
+        if digest is None:
+            return build(source)
+        entry = self.load(digest, source)
+        if entry is None:
+            entry = build(source)
+            self.save(digest, *entry)
+        return entry
+
+    def _report_corrupt(self, path: Path, source: PathLike, reason: str) -> None:
+        warnings.warn(f"frame cache entry {path} (of {source}) is corrupt ({reason}); decoding the image "
+                      "again and rewriting the entry", RuntimeWarning, stacklevel=3)
+
+
+def _parse_frame(data: np.ndarray, digest: bytes):
+    """(rgb, original_hw) from the bytes of a cache entry, or a string saying what is wrong."""
+    if data.size < _FRAME_HEADER.size:
+        return f"{data.size} bytes, shorter than the header"
+    magic, stored, version, oh, ow, h, w, crc = _FRAME_HEADER.unpack(data[:_FRAME_HEADER.size].tobytes())
+    if magic != _FRAME_MAGIC:
+        return "not a frame cache file"
+    if stored != digest or version != FRAME_CACHE_VERSION:
+        return "it holds another frame"
+    pixels = data[_FRAME_HEADER.size:]
+    if pixels.size != h * w * 3:
+        return f"{pixels.size} bytes of pixels for a {h}x{w} frame"
+    if zlib.crc32(pixels) != crc:
+        return "checksum mismatch"
+    return pixels.reshape(3, h, w).transpose(1, 2, 0), (int(oh), int(ow))
+
+
+class FrameReader:
+    """Reads camera frames as uint8 RGB [H, W, 3] at ``target_hw``, with the original size (the
+    intrinsics follow ``resize_intrinsics(K, original_hw, target_hw)`` whatever the path).
+
+    reduced_decode: decode at 1/2, 1/4 or 1/8 size where that is exact (:func:`read_image`), then
+        resize (:func:`resize_rgb`); False decodes at full size first: the plain path that
+        ``tools/benchmark.py --loader`` compares with (the pixels differ slightly: a reduced JPEG
+        decode runs the inverse DCT at the small size).
+    cache_dir: a :class:`FrameCache` folder (``data.cache_dir``), or None for no cache.
+    """
+
+    def __init__(self, target_hw: Sequence[int], reduced_decode: bool = True,
+                 cache_dir: Optional[PathLike] = None):
+        self.target_hw = (int(target_hw[0]), int(target_hw[1]))
+        self.reduced_decode = bool(reduced_decode)
+        self.cache = None if cache_dir is None else FrameCache(cache_dir, self.method)
+
+    @property
+    def method(self) -> str:
+        """Everything besides the source file that decides the pixels (the cache key's method)."""
+        decode = "reduced" if self.reduced_decode else "full"
+        h, w = self.target_hw
+        return (f"sfdepth-frame-v{FRAME_CACHE_VERSION} {decode}-decode resize_rgb(area-down,linear-up) "
+                f"{h}x{w} opencv-{cv2.__version__}")
+
+    def decode(self, path: PathLike) -> Tuple[np.ndarray, Tuple[int, int]]:
+        rgb, original_hw = read_image(path, self.target_hw if self.reduced_decode else None)
+        return resize_rgb(rgb, self.target_hw), original_hw
+
+    def read(self, path: PathLike) -> Tuple[np.ndarray, Tuple[int, int]]:
+        if self.cache is None:
+            return self.decode(path)
+        return self.cache.read(path, self.decode)
 
 
 # ----------------------------------------------------------------------------- depth-map cache

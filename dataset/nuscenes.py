@@ -95,6 +95,8 @@ class NuScenesDataset(RigDataset):
         color_jitter / seed: as :class:`dataset.ddad.DDADDataset` (``image_aug``, one draw per camera).
         lidar_min_depth: lidar points nearer than this (metres, camera z) are dropped.
         nusc: an already loaded ``nuscenes.nuscenes.NuScenes`` for this dataroot and version.
+        reduced_decode, frame_cache_dir, color_aug_on_device: the fast data path, as
+            :class:`dataset.ddad.DDADDataset`.
     """
 
     dataset_name = "nuscenes"
@@ -116,9 +118,13 @@ class NuScenesDataset(RigDataset):
         seed: Optional[int] = 0,
         lidar_min_depth: float = 1.0,
         nusc=None,
+        reduced_decode: bool = True,
+        frame_cache_dir: Optional[Union[str, os.PathLike]] = None,
+        color_aug_on_device: bool = False,
     ):
         super().__init__(cameras, frame_ids, image_hw, requirements, mask_path, depth_cache, convention,
-                         color_jitter, seed, default_cache_root=Path(data_path))
+                         color_jitter, seed, default_cache_root=Path(data_path), reduced_decode=reduced_decode,
+                         frame_cache_dir=frame_cache_dir, color_aug_on_device=color_aug_on_device)
         self.root = Path(data_path)
         self.version = version
         self.split = split

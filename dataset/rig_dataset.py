@@ -1,6 +1,13 @@
 """What the multi-camera rig adapters (DDAD, nuScenes) share: argument checks, reading the views
 of all frames and cameras, intrinsics that follow the resize, lidar depth caching and the
-per-camera colour jitter of VFDepth (one draw per camera shared by its frames)."""
+per-camera colour jitter of VFDepth (one draw per camera shared by its frames).
+
+Fast data path (DESIGN.md, "What users ask for" 6): frames are read by a
+:class:`dataset.image_io.FrameReader` (reduced-size decoding, and with ``frame_cache_dir`` an
+on-disk cache of the resized frames), and with ``color_aug_on_device`` a sample carries its jitter
+draws (key ``color_jitter``) instead of ``image_aug``, which the trainer then computes on the
+training device (:func:`dataset.transforms.apply_batch_color_jitter`): the workers are spared
+the per-pixel colour work, which a GPU does in a fraction of the time."""
 
 import os
 from pathlib import Path
@@ -12,9 +19,9 @@ from torch.utils.data import Dataset
 
 from geometry import resize_intrinsics
 
-from .image_io import DepthCache, read_image, resize_rgb
+from .image_io import DepthCache, FrameReader
 from .masks import MaskSet
-from .transforms import apply_color_jitter, sample_color_jitter
+from .transforms import COLOR_JITTER_KEY, apply_color_jitter, sample_color_jitter
 
 KNOWN_REQUIREMENTS = ("gt_pose", "gt_depth", "mask")
 
@@ -54,11 +61,6 @@ def jitter_generator(seed: Optional[int], epoch: int, index: int) -> Optional[to
     return torch.Generator().manual_seed(mixed % (2**63 - 1))
 
 
-def to_image_tensor(rgb: np.ndarray) -> torch.Tensor:
-    """uint8 [H, W, 3] -> float32 [3, H, W] in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
-
-
 class RigDataset(Dataset):
     """Base of the multi-camera adapters; subclasses index their data and build samples with
     :meth:`read_views`, :meth:`resized_intrinsics` and :meth:`add_color_jitter`.
@@ -66,14 +68,20 @@ class RigDataset(Dataset):
     Args (shared by DDADDataset and NuScenesDataset, documented there): cameras, frame_ids,
     image_hw, requirements, mask_path, depth_cache, convention, color_jitter, seed;
     default_cache_root: where the depth cache goes when depth_cache is True (None: per scene,
-    decided by the subclass).
+    decided by the subclass); and the fast data path:
+        reduced_decode: decode frames at reduced size where that is exact (default); False decodes
+            them at full size first (the plain path, for comparisons).
+        frame_cache_dir: folder of the resized-frame cache (``data.cache_dir``), None for none.
+        color_aug_on_device: with color_jitter, return the draws under ``color_jitter`` instead of
+            ``image_aug`` (``data.color_aug_on_device``; the trainer applies them).
     """
 
     dataset_name = ""
 
     def __init__(self, cameras: Sequence[str], frame_ids: Sequence[int], image_hw: Sequence[int],
                  requirements: Union[str, Sequence[str], None], mask_path, depth_cache, convention: str,
-                 color_jitter: Optional[Sequence[float]], seed: Optional[int], default_cache_root=None):
+                 color_jitter: Optional[Sequence[float]], seed: Optional[int], default_cache_root=None,
+                 reduced_decode: bool = True, frame_cache_dir=None, color_aug_on_device: bool = False):
         super().__init__()
         self.cameras = tuple(str(c).upper() for c in cameras)
         if not self.cameras:
@@ -84,7 +92,9 @@ class RigDataset(Dataset):
         self.convention = convention
         self.color_jitter = tuple(float(c) for c in color_jitter) if color_jitter is not None else None
         self.seed = seed
+        self.color_aug_on_device = bool(color_aug_on_device)
         self.epoch = 0
+        self.frames = FrameReader(self.image_hw, reduced_decode, frame_cache_dir)
         self.masks = MaskSet(mask_path if "mask" in self.requirements else None, self.image_hw)
         if isinstance(depth_cache, (str, os.PathLike)):
             self.cache_root: Optional[Path] = Path(depth_cache)
@@ -101,6 +111,11 @@ class RigDataset(Dataset):
         """Make the augmentation of the coming epoch differ from the last one (call per epoch)."""
         self.epoch = int(epoch)
 
+    def set_frame_reading(self, reduced_decode: bool = True, frame_cache_dir=None) -> None:
+        """Choose how frames are read from now on (``tools/benchmark.py --loader`` times the plain
+        and the fast path on one dataset; DataLoader workers started afterwards inherit it)."""
+        self.frames = FrameReader(self.image_hw, reduced_decode, frame_cache_dir)
+
     def read_views(self, paths: Sequence[Sequence[Path]]) -> Tuple[torch.Tensor, List[Tuple[int, int]]]:
         """Images [T, N, 3, H, W] in [0, 1] at image_hw from paths[t][n], and each camera's
         original size (a camera whose frames differ in size is an error naming the file)."""
@@ -109,14 +124,17 @@ class RigDataset(Dataset):
         original_hw: List[Optional[Tuple[int, int]]] = [None] * N
         for t in range(T):
             for n, cam in enumerate(self.cameras):
-                rgb, hw = read_image(paths[t][n], self.image_hw)
+                rgb, hw = self.frames.read(paths[t][n])
                 if original_hw[n] is None:
                     original_hw[n] = hw
                 elif original_hw[n] != hw:
                     raise ValueError(f"{paths[t][n]} is {hw[0]}x{hw[1]}, but camera {cam} has "
                                      f"{original_hw[n][0]}x{original_hw[n][1]} images in the other frames")
-                images[t, n] = to_image_tensor(resize_rgb(rgb, self.image_hw))
-        return images, original_hw
+                # uint8 -> float straight into the sample, one division at the end: no temporary
+                # image per view (a warm-cache read is memory-bound; a cached frame is channels
+                # first, so this copy reads it in order)
+                images[t, n].copy_(torch.from_numpy(rgb).permute(2, 0, 1))
+        return images.div_(255.0), original_hw
 
     def resized_intrinsics(self, K_full: np.ndarray, original_hw: Sequence[Tuple[int, int]]) -> torch.Tensor:
         """K [N, 3, 3] of the original images -> float32 K at image_hw (the decode size does not
@@ -129,9 +147,14 @@ class RigDataset(Dataset):
 
     def add_color_jitter(self, sample: Dict, index: int) -> None:
         """Adds ``image_aug``: one jitter draw per camera, shared by its frames, deterministic in
-        (seed, epoch, index). Nothing when color_jitter is None."""
+        (seed, epoch, index); with color_aug_on_device the draws themselves instead, under
+        ``color_jitter`` (the same draws: the trainer's image_aug is the one made here otherwise).
+        Nothing when color_jitter is None."""
         if self.color_jitter is None:
             return
         generator = jitter_generator(self.seed, self.epoch, index)
         params = sample_color_jitter(generator, self.color_jitter, num=len(self.cameras))
-        sample["image_aug"] = apply_color_jitter(sample["image"], params, per_camera=True)
+        if self.color_aug_on_device:
+            sample[COLOR_JITTER_KEY] = params
+        else:
+            sample["image_aug"] = apply_color_jitter(sample["image"], params, per_camera=True)

@@ -363,8 +363,10 @@ def apply_color_jitter(images: torch.Tensor, params: Dict[str, torch.Tensor], pe
     img = _as_float_images(images)
     device, dtype = img.device, img.dtype
     values = {k: params[k].to(device=device, dtype=dtype).view(num, 1, 1, 1) for k in _OPS}
-    identity = {k: (values[k] == (0.0 if k == "hue" else 1.0)) for k in _OPS}
-    order = params["order"].to(device)
+    # Which cameras do what is decided where the parameters are (the CPU, as the loader sends
+    # them), so that applying them on a GPU never waits for it to answer those questions.
+    identity = {k: params[k].to(dtype).view(num, 1, 1, 1) == (0.0 if k == "hue" else 1.0) for k in _OPS}
+    order = params["order"]
     if num == 1 and num_cams > 1:
         values = {k: v.expand(num_cams, 1, 1, 1) for k, v in values.items()}
         identity = {k: v.expand(num_cams, 1, 1, 1) for k, v in identity.items()}
@@ -376,13 +378,44 @@ def apply_color_jitter(images: torch.Tensor, params: Dict[str, torch.Tensor], pe
             selected = (order[:, position] == op) & ~identity[name].view(-1)
             if not bool(selected.any()):
                 continue
-            idx = torch.nonzero(selected, as_tuple=False).squeeze(1)
+            idx = torch.nonzero(selected, as_tuple=False).squeeze(1).to(device)
             if idx.numel() == img.shape[cam_dim]:
                 img = _adjust(op, img, values[name])
             else:
                 adjusted = _adjust(op, img.index_select(cam_dim, idx), values[name].index_select(0, idx))
                 img = img.index_copy(cam_dim, idx, adjusted)
     return img
+
+
+# Sample / batch key of the colour-jitter draws that the loader leaves to the training device
+# (data.color_aug_on_device; dataset/contract.py).
+COLOR_JITTER_KEY = "color_jitter"
+
+
+def apply_batch_color_jitter(batch: Dict) -> Dict:
+    """The device half of ``data.color_aug_on_device``: a sample or batch that carries colour-jitter
+    draws (``color_jitter``: one per camera, as :func:`sample_color_jitter` returns them, with the
+    batch dimension in front after collation) gets ``image_aug``, those draws applied to ``image``
+    where ``image`` is: call it after moving the batch to the training device. The draws are
+    removed from the returned dict; a batch without them is returned as it is.
+
+    The batch is jittered one sample at a time, the computation a loader worker would have done
+    (bit-identical on the CPU; a batch holds few samples of many pixels, so the loop costs nothing).
+    """
+    params = batch.get(COLOR_JITTER_KEY)
+    if params is None:
+        return batch
+    out = {key: value for key, value in batch.items() if key != COLOR_JITTER_KEY}
+    images = batch["image"]
+    if images.dim() == 5:                                     # one sample [T, N, 3, H, W]
+        out["image_aug"] = apply_color_jitter(images, params, per_camera=True)
+        return out
+    dtype = images.dtype if images.is_floating_point() else torch.float32
+    augmented = torch.empty(images.shape, dtype=dtype, device=images.device)
+    for b in range(images.shape[0]):
+        augmented[b] = apply_color_jitter(images[b], {k: v[b] for k, v in params.items()}, per_camera=True)
+    out["image_aug"] = augmented
+    return out
 
 
 # ----------------------------------------------------------------------------- sparse depth

@@ -12,7 +12,10 @@ import torch
 import eval as eval_entry
 import train as train_entry
 
+from torch.utils.data import default_collate
+
 from dataset.build import build_dataset
+from dataset.transforms import apply_batch_color_jitter
 from dataset.synthetic import render_sequence
 from geometry import compose, invert_transform, pose_from_axis_angle_translation, relative_transform
 from models import SurroundBaseline, SurroundFusion, build_model
@@ -54,9 +57,11 @@ def make_cfg(world_overrides):
 
 @pytest.fixture(scope="module")
 def train_batch(make_cfg):
+    """Two training samples (B = 2, T = 3, N = 6) of the synthetic world, collated and colour-jittered
+    as the trainer does (the jitter draws come from the loader, image_aug is made on the device)."""
     dataset = build_dataset(make_cfg(), "train")
-    samples = [dataset[i] for i in range(2)]
-    return {k: torch.stack([s[k] for s in samples]) for k, v in samples[0].items() if isinstance(v, torch.Tensor)}
+    batch = apply_batch_color_jitter(default_collate([dataset[i] for i in range(2)]))
+    return {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
 
 
 def select_cameras(batch, cams):

@@ -39,6 +39,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from dataset.splits import AlternatingBatchSampler
+from dataset.transforms import apply_batch_color_jitter
 from trainer import distributed as dist_utils
 from trainer.evaluate import autocast, metrics_accumulator, summary_scalars, to_device, update_metrics
 from trainer.logger import build_logger, log_batch
@@ -331,7 +332,8 @@ class Trainer:
 
     def _train_step(self, batch: Dict):
         """One optimisation step; returns (losses, outputs, batch on the device)."""
-        batch = to_device(batch, self.device)
+        # data.color_aug_on_device: the loader sent the colour-jitter draws, image_aug is made here
+        batch = apply_batch_color_jitter(to_device(batch, self.device))
         with autocast(self.cfg, self.device):
             outputs = self.net(batch)
             losses = self.algo.compute_losses(batch, outputs)
