@@ -45,7 +45,7 @@ the volume trilinearly (zeros outside, align_corners=True over the voxel centres
 [B·N, 64·D, h, w] (channel c·D + d) goes through two 3x3 convolutions (-> 128 channels). The
 sampling depends only on the calibration, so it is cached too, as a sparse matrix of the trilinear
 weights (:class:`ViewSampling`): the forward pass is one sparse-dense product per rig and the
-backward pass one more with the stored transpose, about four times faster on a CPU than
+backward pass one more with the stored transpose, about three times faster on a CPU than
 ``grid_sample`` and its scatter-add backward at the DDAD size, with the same values.
 """
 from __future__ import annotations
@@ -195,7 +195,8 @@ class CalibrationCache:
     the sparse sampling matrices of the projection back into the views. Two bounds hold it in
     check when every sample of a dataset has its own calibration (DDAD: one per scene): at most
     ``maxsize`` entries and at most ``max_bytes`` in total (the newest entry always stays).
-    Recomputing an entry costs tens to a few hundred milliseconds, a small part of a step."""
+    Recomputing an entry costs tens of milliseconds for the visible pairs and 1.5-3.5 s (2 CPU
+    cores) for the sampling matrices, which a step repays only when the calibration comes back."""
 
     def __init__(self, maxsize: int = 16, max_bytes: int = 1 << 30):
         self.maxsize = int(maxsize)
